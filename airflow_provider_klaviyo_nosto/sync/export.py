@@ -1,0 +1,188 @@
+"""Reading Nosto's Segment Export: one JSON object per line with an email and its segment names."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, cast
+
+from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email
+from airflow_provider_klaviyo_nosto.sync.masking import mask_email
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# Enough examples to show what kind of addresses are wrong without turning a report into a dump.
+_MAX_INVALID_SAMPLES = 5
+_MAX_SAMPLE_CHARS = 80
+
+
+class EmptyExportError(ValueError):
+    """The export holds no valid contact; syncing it would empty the address book."""
+
+
+@dataclass
+class ExportSnapshot:
+    """What one export file says, reduced to normalised contacts and counts of what was skipped.
+
+    :param contacts: normalised email -> names of the segments the contact is in, as Nosto spells
+        them. Equal name sets are one shared object, because a few thousand sets cover millions of
+        contacts.
+    :param lines: non-blank lines read (line numbers in samples count blank lines too).
+    :param invalid_emails: reason -> number of lines whose email could not be used.
+    :param malformed_lines: lines that are not a JSON object with a string email and a list of
+        string segment names, including a last line cut off mid-way.
+    :param duplicates_merged: lines whose normalised email was already seen; their segment names
+        were added to the first line's.
+    :param invalid_samples: a few masked examples of invalid emails with their line numbers.
+    :param truncated: the file ended mid-line or mid-gzip-stream, so contacts may be missing.
+    """
+
+    contacts: dict[str, frozenset[str]] = field(default_factory=dict)
+    lines: int = 0
+    invalid_emails: Counter[str] = field(default_factory=Counter)
+    malformed_lines: int = 0
+    duplicates_merged: int = 0
+    invalid_samples: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def invalid_count(self) -> int:
+        return sum(self.invalid_emails.values())
+
+    def segment_sizes(self) -> Counter[str]:
+        """Return the number of contacts per segment name found in the export."""
+        sets = Counter(self.contacts.values())
+        sizes: Counter[str] = Counter()
+        for names, members in sets.items():
+            for name in names:
+                sizes[name] += members
+        return sizes
+
+
+def open_export_stream(raw: IO[bytes]) -> IO[bytes]:
+    """Return a stream of the export's bytes, gunzipped when the data starts with the gzip magic.
+
+    Exports arrive compressed or not depending on where they are stored, and object stores do not
+    reliably say which, so the content decides.
+
+    :param raw: a binary stream positioned at the start of the export; it need not be seekable.
+    """
+    head = raw.read(len(_GZIP_MAGIC))
+    buffered = io.BufferedReader(_PrefixedStream(head, raw))
+    if head == _GZIP_MAGIC:
+        return cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb"))
+    return cast(IO[bytes], buffered)
+
+
+def read_export(stream: IO[bytes], segments_key: str = "nosto_segments") -> ExportSnapshot:
+    """Parse an export line by line; a bad line is counted and skipped, never fatal.
+
+    Memory grows with the number of contacts, not the file size.
+
+    :param stream: the export's (already decompressed) bytes, e.g. from :func:`open_export_stream`.
+    :param segments_key: the identifier chosen in Nosto's Segment Export settings; a line without it
+        is a contact in no segment.
+    """
+    snapshot = ExportSnapshot()
+    contacts = snapshot.contacts
+    shared_sets: dict[frozenset[str], frozenset[str]] = {}
+    for line_number, line in _lines(stream, snapshot):
+        snapshot.lines += 1
+        parsed = _parse_line(line, segments_key)
+        if parsed is None:
+            snapshot.malformed_lines += 1
+            if not line.endswith(b"\n"):
+                snapshot.truncated = True
+            continue
+        raw_email, names = parsed
+
+        try:
+            email = normalise_email(raw_email)
+        except InvalidEmail as invalid:
+            _count_invalid(snapshot, line_number, raw_email, invalid.reason)
+            continue
+
+        previous = contacts.get(email)
+        if previous is not None:
+            snapshot.duplicates_merged += 1
+            names = previous | names
+        contacts[email] = shared_sets.setdefault(names, names)
+
+    return snapshot
+
+
+def require_contacts(snapshot: ExportSnapshot) -> ExportSnapshot:
+    """Return ``snapshot`` if it holds at least one valid contact, else raise :class:`EmptyExportError`.
+
+    An empty export most likely means Nosto produced a broken file; syncing it would remove
+    everyone from the address book.
+
+    :param snapshot: the parsed export.
+    """
+    if not snapshot.contacts:
+        raise EmptyExportError(
+            f"the export holds no valid contact ({snapshot.lines} lines, "
+            f"{snapshot.invalid_count} invalid emails, {snapshot.malformed_lines} malformed lines); "
+            "refusing to sync an empty address book"
+        )
+    return snapshot
+
+
+def _lines(stream: IO[bytes], snapshot: ExportSnapshot) -> Iterator[tuple[int, bytes]]:
+    try:
+        for line_number, line in enumerate(stream, start=1):
+            if line.strip():
+                yield line_number, line
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        # A gzip stream cut off in transfer: what was read stays usable, and the flag lets the
+        # caller refuse a partial snapshot.
+        snapshot.truncated = True
+
+
+def _parse_line(line: bytes, segments_key: str) -> tuple[object, frozenset[str]] | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or "email" not in entry:
+        return None
+    names = entry.get(segments_key, [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return None
+    raw_email = entry["email"]
+    if not isinstance(raw_email, str):
+        return None
+    return raw_email, frozenset(names)
+
+
+def _count_invalid(snapshot: ExportSnapshot, line_number: int, raw_email: object, reason: str) -> None:
+    snapshot.invalid_emails[reason] += 1
+    if len(snapshot.invalid_samples) < _MAX_INVALID_SAMPLES:
+        shown = mask_email(str(raw_email).strip()[:_MAX_SAMPLE_CHARS])
+        snapshot.invalid_samples.append(f"line {line_number}: {shown} ({reason})")
+
+
+class _PrefixedStream(io.RawIOBase):
+    """A raw stream that replays bytes already read from ``rest`` before reading on from it."""
+
+    def __init__(self, prefix: bytes, rest: IO[bytes]) -> None:
+        self._prefix = prefix
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            count = min(len(view), len(self._prefix))
+            view[:count] = self._prefix[:count]
+            self._prefix = self._prefix[count:]
+            return count
+        data = self._rest.read(len(view))
+        view[: len(data)] = data
+        return len(data)
