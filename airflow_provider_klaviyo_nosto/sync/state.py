@@ -1,0 +1,389 @@
+"""The applied state: what Klaviyo confirmed, kept as files in object storage.
+
+Layout under the state folder (see ``docs/architecture.md``)::
+
+    meta.json                                 list, property, generation, segments {id: {name, generation}}
+    contacts.jsonl.gz                         [email, in_address_book (0|1), [segment ids], [value names]]
+    journal/<generation:08d>-<key>.jsonl.gz   same line format: what one push task got confirmed
+    diffs/<generation:08d>/<key>.jsonl.gz     [email, new_in_book, [new ids], [new names],
+                                               old_in_book, [old ids], [old names]]
+
+Every reader and writer here takes a binary stream, so the caller decides where the bytes live;
+gzip is written always and detected on read. A corrupt file raises :class:`StateFileError` naming
+the file and line, never the email on it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from airflow_provider_klaviyo_nosto.sync.export import open_export_stream
+from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChange, ContactRecord
+
+META_FORMAT = 1
+META_FILE = "meta.json"
+CONTACTS_FILE = "contacts.jsonl.gz"
+JOURNAL_DIR = "journal"
+DIFFS_DIR = "diffs"
+
+_JOURNAL_NAME = re.compile(r"(?P<generation>\d{8})-(?P<key>[^/]+)\.jsonl\.gz")
+# Gzip level 6 costs a third of level 9's time for nearly the same size on these repetitive lines.
+_GZIP_LEVEL = 6
+_WRITE_CHUNK_LINES = 10_000
+
+
+class StateFileError(ValueError):
+    """An applied-state file that cannot be read as written.
+
+    :param part: which file (or which kind of file) is corrupt.
+    :param line: 1-based line number, or ``None`` when the whole file is unusable.
+    :param problem: what is wrong, without any email address.
+    """
+
+    def __init__(self, part: str, line: int | None, problem: str) -> None:
+        where = part if line is None else f"{part}, line {line}"
+        super().__init__(f"corrupt applied-state file {where}: {problem}")
+        self.part = part
+        self.line = line
+        self.problem = problem
+
+
+@dataclass
+class SegmentState:
+    """What the applied state remembers about one chosen segment.
+
+    :param name: the name under which the segment was last found in the export; the next run
+        falls back to it while the export still lags behind a rename in the catalogue.
+    :param generation: the last generation planned for this segment's key; a push holding an older
+        diff for it is stale.
+    """
+
+    name: str
+    generation: int
+
+
+@dataclass
+class AppliedState:
+    """Everything the sync knows Klaviyo holds.
+
+    :param list_id: the address-book list's Klaviyo id, once found or created.
+    :param list_name: the address-book list's name when it was found or created.
+    :param property_name: the profile property the segment names are written to.
+    :param generation: the last planned generation; each plan takes the next one.
+    :param segments: segment id -> its remembered name and generation.
+    :param contacts: normalised email -> the record Klaviyo confirmed.
+    """
+
+    list_id: str | None
+    list_name: str | None
+    property_name: str | None
+    generation: int
+    segments: dict[str, SegmentState] = field(default_factory=dict)
+    contacts: dict[str, ContactRecord] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> AppliedState:
+        """Return the state of a sync that never ran."""
+        return cls(list_id=None, list_name=None, property_name=None, generation=0)
+
+
+def dump_meta(state: AppliedState) -> bytes:
+    """Serialise everything but the contacts to ``meta.json``'s bytes.
+
+    :param state: the state to write.
+    """
+    document = {
+        "format": META_FORMAT,
+        "list_id": state.list_id,
+        "list_name": state.list_name,
+        "property_name": state.property_name,
+        "generation": state.generation,
+        "segments": {
+            segment_id: {"name": segment.name, "generation": segment.generation}
+            for segment_id, segment in sorted(state.segments.items())
+        },
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
+    """Parse ``meta.json``; the returned state has no contacts yet.
+
+    :param data: the file's bytes.
+    :param part: the file's name, used in errors.
+    """
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise StateFileError(part, None, "not JSON") from None
+    if not isinstance(document, dict):
+        raise StateFileError(part, None, "not a JSON object")
+    if document.get("format") != META_FORMAT:
+        raise StateFileError(part, None, f"unknown format {document.get('format')!r}")
+
+    segments: dict[str, SegmentState] = {}
+    raw_segments = document.get("segments")
+    if not isinstance(raw_segments, dict):
+        raise StateFileError(part, None, "'segments' is not an object")
+    for segment_id, raw in raw_segments.items():
+        if not (
+            isinstance(raw, dict) and isinstance(raw.get("name"), str) and _is_int(raw.get("generation"))
+        ):
+            raise StateFileError(
+                part, None, f"segment {segment_id!r} needs a string name and an integer generation"
+            )
+        segments[segment_id] = SegmentState(name=raw["name"], generation=raw["generation"])
+
+    for key in ("list_id", "list_name", "property_name"):
+        if not isinstance(document.get(key), str | None):
+            raise StateFileError(part, None, f"{key!r} is not a string")
+    if not _is_int(document.get("generation")):
+        raise StateFileError(part, None, "'generation' is not an integer")
+    return AppliedState(
+        list_id=document.get("list_id"),
+        list_name=document.get("list_name"),
+        property_name=document.get("property_name"),
+        generation=document["generation"],
+        segments=segments,
+    )
+
+
+def write_contacts(stream: IO[bytes], contacts: Mapping[str, ContactRecord]) -> None:
+    """Write the contacts snapshot, sorted by email so equal states give equal files.
+
+    :param stream: where the gzip bytes go; it is not closed.
+    :param contacts: normalised email -> confirmed record.
+    """
+    write_journal(stream, ((email, contacts[email]) for email in sorted(contacts)))
+
+
+def read_contacts(stream: IO[bytes], *, part: str = CONTACTS_FILE) -> dict[str, ContactRecord]:
+    """Read a contacts snapshot; contacts with equal records share one record object.
+
+    :param stream: the file's bytes, gzip or plain.
+    :param part: the file's name, used in errors.
+    """
+    return dict(read_journal(stream, part=part))
+
+
+def write_journal(stream: IO[bytes], records: Iterable[tuple[str, ContactRecord]]) -> None:
+    """Write ``(email, record)`` pairs, one JSON array per line, gzip-compressed.
+
+    :param stream: where the gzip bytes go; it is not closed.
+    :param records: the pairs, in the order to write them.
+    """
+    encoded: dict[ContactRecord, str] = {}
+
+    def line(email: str, record: ContactRecord) -> str:
+        tail = encoded.get(record)
+        if tail is None:
+            tail = encoded[record] = _record_json(record)
+        return f"[{json.dumps(email)},{tail}]\n"
+
+    _write_lines(stream, (line(email, record) for email, record in records))
+
+
+def read_journal(stream: IO[bytes], *, part: str = "journal") -> Iterator[tuple[str, ContactRecord]]:
+    """Yield the ``(email, record)`` pairs of a journal (or snapshot) file.
+
+    :param stream: the file's bytes, gzip or plain.
+    :param part: the file's name, used in errors.
+    """
+    records = _RecordCache(part)
+    for line_number, entry in _json_lines(stream, part):
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise StateFileError(part, line_number, "expected [email, in_address_book, [ids], [names]]")
+        yield _email(entry[0], part, line_number), records.get(entry[1:4], line_number)
+
+
+def write_diff(stream: IO[bytes], changes: Iterable[ContactChange]) -> None:
+    """Write a push task's changes, one JSON array per line, gzip-compressed.
+
+    :param stream: where the gzip bytes go; it is not closed.
+    :param changes: the changes, in the order to write them.
+    """
+    encoded: dict[ContactRecord, str] = {}
+
+    def encode(record: ContactRecord) -> str:
+        text = encoded.get(record)
+        if text is None:
+            text = encoded[record] = _record_json(record)
+        return text
+
+    _write_lines(
+        stream,
+        (f"[{json.dumps(change.email)},{encode(change.new)},{encode(change.old)}]\n" for change in changes),
+    )
+
+
+def read_diff(stream: IO[bytes], *, part: str = "diff") -> Iterator[ContactChange]:
+    """Yield the changes of a diff file.
+
+    :param stream: the file's bytes, gzip or plain.
+    :param part: the file's name, used in errors.
+    """
+    records = _RecordCache(part)
+    for line_number, entry in _json_lines(stream, part):
+        if not isinstance(entry, list) or len(entry) != 7:
+            raise StateFileError(
+                part,
+                line_number,
+                "expected [email, new_in_book, [new ids], [new names], old_in_book, [old ids], [old names]]",
+            )
+        email = _email(entry[0], part, line_number)
+        new = records.get(entry[1:4], line_number)
+        old = records.get(entry[4:7], line_number)
+        yield ContactChange(email, old, new)
+
+
+def journal_name(generation: int, key: str) -> str:
+    """Return the file name of one push task's journal, e.g. ``00000007-address-book.jsonl.gz``.
+
+    :param generation: the generation of the diff the push applied.
+    :param key: the push task's key: a segment id or ``address-book``.
+    """
+    if generation < 0 or "/" in key or not key:
+        raise ValueError("a journal needs a non-negative generation and a key without '/'")
+    return f"{generation:08d}-{key}.jsonl.gz"
+
+
+def parse_journal_name(name: str) -> tuple[int, str]:
+    """Return ``(generation, key)`` from a name made by :func:`journal_name`.
+
+    :param name: the file name, without its folder.
+    """
+    match = _JOURNAL_NAME.fullmatch(name)
+    if match is None:
+        raise StateFileError(name, None, "not a journal file name")
+    return int(match["generation"]), match["key"]
+
+
+def diff_path(generation: int, key: str) -> str:
+    """Return a diff file's path relative to the state folder, e.g. ``diffs/00000007/address-book.jsonl.gz``.
+
+    :param generation: the plan's generation.
+    :param key: the push task's key.
+    """
+    if generation < 0 or "/" in key or not key:
+        raise ValueError("a diff needs a non-negative generation and a key without '/'")
+    return f"{DIFFS_DIR}/{generation:08d}/{key}.jsonl.gz"
+
+
+def fold_journals(
+    contacts: dict[str, ContactRecord],
+    journals: Iterable[tuple[int, str, Iterable[tuple[str, ContactRecord]]]],
+) -> int:
+    """Apply journals to a contacts snapshot in generation order (then key order); return records applied.
+
+    A later generation wins for a contact written by two journals. A record equal to
+    ``EMPTY_RECORD`` means Klaviyo holds nothing of ours for the contact any more, so it is dropped.
+
+    :param contacts: the snapshot, changed in place.
+    :param journals: ``(generation, key, records)`` triples, e.g. from :func:`parse_journal_name`
+        and :func:`read_journal`; the records are only iterated once sorted.
+    """
+    applied = 0
+    for _generation, _key, records in sorted(journals, key=lambda journal: (journal[0], journal[1])):
+        for email, record in records:
+            if record == EMPTY_RECORD:
+                contacts.pop(email, None)
+            else:
+                contacts[email] = record
+            applied += 1
+    return applied
+
+
+def dump_marker(generation: int) -> bytes:
+    """Return the bytes of ``markers/<key>.json``, written once a key's diff is applied.
+
+    :param generation: the applied diff's generation.
+    """
+    return json.dumps({"generation": generation}).encode("ascii")
+
+
+def load_marker(data: bytes, *, part: str = "marker") -> int:
+    """Return the generation recorded in a marker file.
+
+    :param data: the file's bytes.
+    :param part: the file's name, used in errors.
+    """
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise StateFileError(part, None, "not JSON") from None
+    if not isinstance(document, dict) or not _is_int(document.get("generation")):
+        raise StateFileError(part, None, 'expected {"generation": <integer>}')
+    generation: int = document["generation"]
+    return generation
+
+
+def _record_json(record: ContactRecord) -> str:
+    return json.dumps([int(record.in_address_book), list(record.segment_ids), list(record.value)])
+
+
+def _write_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
+    # mtime=0 keeps the bytes identical for identical content, so retries are idempotent.
+    with gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as compressed:
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= _WRITE_CHUNK_LINES:
+                compressed.write("".join(chunk).encode("utf-8"))
+                chunk.clear()
+        compressed.write("".join(chunk).encode("utf-8"))
+
+
+def _json_lines(stream: IO[bytes], part: str) -> Iterator[tuple[int, Any]]:
+    line_number = 0
+    try:
+        for line_number, line in enumerate(open_export_stream(stream), start=1):
+            if not line.strip():
+                continue
+            if not line.endswith(b"\n"):
+                raise StateFileError(part, line_number, "last line is cut off")
+            try:
+                yield line_number, json.loads(line)
+            except ValueError:
+                raise StateFileError(part, line_number, "not JSON") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        raise StateFileError(part, line_number + 1, "gzip data is truncated or corrupt") from None
+
+
+def _email(value: object, part: str, line_number: int) -> str:
+    if not isinstance(value, str) or "@" not in value:
+        raise StateFileError(part, line_number, "first item is not an email address")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _RecordCache:
+    """Builds records from JSON items, returning one shared object per distinct record."""
+
+    def __init__(self, part: str) -> None:
+        self._part = part
+        self._records: dict[tuple[object, ...], ContactRecord] = {}
+
+    def get(self, items: list[Any], line_number: int) -> ContactRecord:
+        in_book, ids, names = items
+        if in_book not in (0, 1) or isinstance(in_book, float):
+            raise StateFileError(self._part, line_number, "address-book flag is not 0 or 1")
+        if not (_strings(ids) and _strings(names)):
+            raise StateFileError(self._part, line_number, "segment ids and names must be lists of strings")
+        key = (bool(in_book), *ids, None, *names)
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = ContactRecord(bool(in_book), tuple(ids), tuple(names))
+        return record
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
