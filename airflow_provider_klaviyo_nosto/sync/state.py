@@ -325,7 +325,9 @@ def load_marker(data: bytes, *, part: str = "marker") -> int:
 
 def _record_json(record: ContactRecord) -> str:
     """Return the record's three line items, comma-separated, to be spliced into a line's array."""
-    return json.dumps([int(record.in_address_book), list(record.segment_ids), list(record.value)])[1:-1]
+    return json.dumps(
+        [int(record.in_address_book), list(record.segment_ids), list(record.value)], separators=(",", ":")
+    )[1:-1]
 
 
 def _write_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
