@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import pytest
+
+from airflow_provider_klaviyo_nosto.sync.export import (
+    EmptyExportError,
+    ExportSnapshot,
+    open_export_stream,
+    read_export,
+    require_contacts,
+)
+
+
+def _export(*entries: object) -> bytes:
+    return b"".join(json.dumps(entry).encode() + b"\n" for entry in entries)
+
+
+def _read(data: bytes, segments_key: str = "nosto_segments") -> ExportSnapshot:
+    return read_export(open_export_stream(io.BytesIO(data)), segments_key)
+
+
+EXPORT = _export(
+    {"email": "ana@example.com", "nosto_segments": ["Category affinity: Kombai", "VIP"]},
+    {"email": "bob@example.com", "nosto_segments": []},
+    {"email": "carol+news@example.com"},
+)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [pytest.param(EXPORT, id="plain"), pytest.param(gzip.compress(EXPORT), id="gzip")],
+)
+def test_reads_plain_and_gzip_alike(data: bytes) -> None:
+    snapshot = _read(data)
+
+    assert snapshot.contacts == {
+        "ana@example.com": frozenset({"Category affinity: Kombai", "VIP"}),
+        "bob@example.com": frozenset(),
+        "carol+news@example.com": frozenset(),
+    }
+    assert snapshot.lines == 3
+    assert snapshot.malformed_lines == 0
+    assert not snapshot.truncated
+
+
+def test_non_seekable_stream_is_read() -> None:
+    class OneWay(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+            chunk = self._data.read(min(len(buffer), 7))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+        def seekable(self) -> bool:
+            return False
+
+    snapshot = read_export(open_export_stream(io.BufferedReader(OneWay(gzip.compress(EXPORT)))))
+
+    assert len(snapshot.contacts) == 3
+
+
+def test_b09_duplicates_differing_by_case_and_space_merge() -> None:
+    data = _export(
+        {"email": "Ana@Example.com", "nosto_segments": ["VIP"]},
+        {"email": " ana@example.com", "nosto_segments": ["New"]},
+        {"email": "BOB@example.com\t", "nosto_segments": ["VIP"]},
+        {"email": "bob@example.com", "nosto_segments": ["VIP"]},
+    )
+
+    snapshot = _read(data)
+
+    assert snapshot.contacts == {
+        "ana@example.com": frozenset({"VIP", "New"}),
+        "bob@example.com": frozenset({"VIP"}),
+    }
+    assert snapshot.duplicates_merged == 2
+
+
+def test_b03_invalid_email_is_counted_with_reason_and_masked_sample() -> None:
+    data = _export(
+        {"email": "ana@example.com", "nosto_segments": ["vip"]},
+        {"email": "bob@example", "nosto_segments": ["vip"]},
+        {"email": "o'neil@example.com", "nosto_segments": ["vip"]},
+        {"email": "carol+news@example.com", "nosto_segments": ["vip"]},
+    )
+
+    snapshot = _read(data)
+
+    assert set(snapshot.contacts) == {"ana@example.com", "o'neil@example.com", "carol+news@example.com"}
+    assert sum(snapshot.invalid_emails.values()) == 1
+    assert len(snapshot.invalid_samples) == 1
+    assert snapshot.invalid_samples[0].startswith("line 2: ")
+    assert "bob@example" not in snapshot.invalid_samples[0]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b'["ana@example.com"]', id="not-an-object"),
+        pytest.param(b'{"nosto_segments": ["VIP"]}', id="no-email"),
+        pytest.param(b'{"email": 42}', id="email-not-string"),
+        pytest.param(b'{"email": "ana@example.com", "nosto_segments": "VIP"}', id="segments-not-list"),
+        pytest.param(b'{"email": "ana@example.com", "nosto_segments": [1]}', id="segment-not-string"),
+    ],
+)
+def test_malformed_line_is_counted_and_skipped(line: bytes) -> None:
+    data = line + b"\n" + _export({"email": "bob@example.com", "nosto_segments": ["VIP"]})
+
+    snapshot = _read(data)
+
+    assert snapshot.malformed_lines == 1
+    assert snapshot.contacts == {"bob@example.com": frozenset({"VIP"})}
+
+
+def test_truncated_last_line_is_malformed() -> None:
+    data = EXPORT + b'{"email": "dave@example.com", "nosto_seg'
+
+    snapshot = _read(data)
+
+    assert snapshot.malformed_lines == 1
+    assert snapshot.truncated
+    assert len(snapshot.contacts) == 3
+
+
+def test_last_line_without_newline_is_fine() -> None:
+    snapshot = _read(EXPORT.rstrip(b"\n"))
+
+    assert len(snapshot.contacts) == 3
+    assert not snapshot.truncated
+
+
+def test_truncated_gzip_keeps_what_was_read_and_says_so() -> None:
+    lines = _export(*({"email": f"user{n}@example.com", "nosto_segments": ["VIP"]} for n in range(2000)))
+    compressed = gzip.compress(lines)
+
+    snapshot = _read(compressed[: len(compressed) // 2])
+
+    assert snapshot.truncated
+    assert 0 < len(snapshot.contacts) < 2000
+
+
+def test_blank_lines_are_ignored() -> None:
+    snapshot = _read(b"\n" + EXPORT + b"\n\n")
+
+    assert snapshot.lines == 3
+    assert snapshot.malformed_lines == 0
+
+
+def test_custom_segments_key() -> None:
+    data = _export({"email": "ana@example.com", "segments": ["VIP"], "nosto_segments": ["Other"]})
+
+    assert _read(data, "segments").contacts == {"ana@example.com": frozenset({"VIP"})}
+
+
+def test_equal_name_sets_share_one_object() -> None:
+    data = _export(*({"email": f"user{n}@example.com", "nosto_segments": ["VIP", "New"]} for n in range(3)))
+
+    sets = list(_read(data).contacts.values())
+
+    assert sets[0] is sets[1] is sets[2]
+
+
+def test_segment_sizes() -> None:
+    assert _read(EXPORT).segment_sizes() == {"Category affinity: Kombai": 1, "VIP": 1}
+
+
+def test_empty_export_is_refused() -> None:
+    snapshot = _read(_export({"email": "bob@example"}))
+
+    with pytest.raises(EmptyExportError):
+        require_contacts(snapshot)
+
+
+def test_export_with_contacts_is_accepted() -> None:
+    snapshot = _read(EXPORT)
+
+    assert require_contacts(snapshot) is snapshot
