@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import gzip
+import io
+
+import pytest
+
+from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChange, ContactRecord
+from airflow_provider_klaviyo_nosto.sync.state import (
+    AppliedState,
+    SegmentState,
+    StateFileError,
+    diff_path,
+    dump_marker,
+    dump_meta,
+    fold_journals,
+    journal_name,
+    load_marker,
+    load_meta,
+    parse_journal_name,
+    read_contacts,
+    read_diff,
+    read_journal,
+    write_contacts,
+    write_diff,
+    write_journal,
+)
+
+VIP_AND_NEW = ContactRecord(True, ("5b1a", "5c2b"), ("New", "VIP"))
+NEW_ONLY = ContactRecord(True, ("5c2b",), ("New",))
+BOOK_ONLY = ContactRecord(True, (), ())
+
+
+def _contacts_bytes(contacts: dict[str, ContactRecord]) -> bytes:
+    stream = io.BytesIO()
+    write_contacts(stream, contacts)
+    return stream.getvalue()
+
+
+def test_meta_round_trip() -> None:
+    state = AppliedState(
+        list_id="XyZ123",
+        list_name="Nosto Customers",
+        property_name="nosto_segment",
+        generation=7,
+        segments={"5b1a": SegmentState("Category affinity: Kombai", 7), "5c2b": SegmentState("VIP", 6)},
+    )
+
+    assert load_meta(dump_meta(state)) == state
+
+
+def test_empty_state() -> None:
+    state = load_meta(dump_meta(AppliedState.empty()))
+
+    assert state.generation == 0
+    assert state.list_id is None
+    assert state.contacts == {}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"{", id="not-json"),
+        pytest.param(b"[]", id="not-object"),
+        pytest.param(b'{"format": 99, "generation": 1, "segments": {}}', id="unknown-format"),
+        pytest.param(b'{"format": 1, "generation": "1", "segments": {}}', id="generation-not-int"),
+        pytest.param(b'{"format": 1, "generation": 1, "segments": {"a": {"name": 3}}}', id="bad-segment"),
+    ],
+)
+def test_corrupt_meta_is_refused(data: bytes) -> None:
+    with pytest.raises(StateFileError, match=r"meta\.json"):
+        load_meta(data)
+
+
+def test_contacts_round_trip_and_share_records() -> None:
+    contacts = {"ana@example.com": VIP_AND_NEW, "bob@example.com": NEW_ONLY, "carol@example.com": VIP_AND_NEW}
+
+    loaded = read_contacts(io.BytesIO(_contacts_bytes(contacts)))
+
+    assert loaded == contacts
+    assert loaded["ana@example.com"] is loaded["carol@example.com"]
+
+
+def test_contacts_file_is_gzip_of_documented_lines() -> None:
+    data = _contacts_bytes({"bob@example.com": NEW_ONLY, "ana@example.com": BOOK_ONLY})
+
+    assert gzip.decompress(data).decode().splitlines() == [
+        '["ana@example.com",1,[],[]]',
+        '["bob@example.com",1,["5c2b"],["New"]]',
+    ]
+
+
+def test_equal_contacts_give_equal_bytes() -> None:
+    first = _contacts_bytes({"ana@example.com": NEW_ONLY, "bob@example.com": BOOK_ONLY})
+    second = _contacts_bytes({"bob@example.com": BOOK_ONLY, "ana@example.com": NEW_ONLY})
+
+    assert first == second
+
+
+def test_plain_contacts_file_is_read() -> None:
+    data = b'["ana@example.com",1,["5c2b"],["New"]]\n'
+
+    assert read_contacts(io.BytesIO(data)) == {"ana@example.com": NEW_ONLY}
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        pytest.param(b'["ana@example.com",1,[],[]]\nnot json\n', 2, id="not-json"),
+        pytest.param(b'["ana@example.com",1,[]]\n', 1, id="too-short"),
+        pytest.param(b'["ana@example.com",2,[],[]]\n', 1, id="bad-flag"),
+        pytest.param(b'["ana@example.com",1,"5c2b",[]]\n', 1, id="ids-not-list"),
+        pytest.param(b'["ana@example.com",1,[],[7]]\n', 1, id="name-not-string"),
+        pytest.param(b"[42,1,[],[]]\n", 1, id="no-email"),
+        pytest.param(b'["ana@example.com",1,[],[]]\n["bob@exa', 2, id="cut-off"),
+    ],
+)
+def test_corrupt_contacts_name_part_and_line_but_no_email(data: bytes, line: int) -> None:
+    with pytest.raises(StateFileError) as caught:
+        read_contacts(io.BytesIO(gzip.compress(data)), part="contacts.jsonl.gz")
+
+    assert caught.value.line == line
+    assert "contacts.jsonl.gz" in str(caught.value)
+    assert f"line {line}" in str(caught.value)
+    assert "@" not in str(caught.value)
+
+
+def test_truncated_gzip_is_corrupt() -> None:
+    data = _contacts_bytes({f"user{n}@example.com": NEW_ONLY for n in range(500)})
+
+    with pytest.raises(StateFileError):
+        read_contacts(io.BytesIO(data[: len(data) // 2]))
+
+
+def test_journal_round_trip_keeps_order() -> None:
+    records = [("bob@example.com", NEW_ONLY), ("ana@example.com", EMPTY_RECORD)]
+    stream = io.BytesIO()
+
+    write_journal(stream, records)
+
+    assert list(read_journal(io.BytesIO(stream.getvalue()))) == records
+
+
+def test_diff_round_trip() -> None:
+    changes = [
+        ContactChange("ana@example.com", VIP_AND_NEW, NEW_ONLY),
+        ContactChange("bob@example.com", EMPTY_RECORD, BOOK_ONLY),
+    ]
+    stream = io.BytesIO()
+
+    write_diff(stream, changes)
+
+    assert list(read_diff(io.BytesIO(stream.getvalue()))) == changes
+    assert gzip.decompress(stream.getvalue()).decode().splitlines()[0] == (
+        '["ana@example.com",1,["5c2b"],["New"],1,["5b1a","5c2b"],["New","VIP"]]'
+    )
+
+
+def test_diff_with_journal_line_is_corrupt() -> None:
+    with pytest.raises(StateFileError, match="line 1"):
+        list(read_diff(io.BytesIO(b'["ana@example.com",1,[],[]]\n'), part="diffs/00000003/5c2b.jsonl.gz"))
+
+
+@pytest.mark.parametrize(
+    ("generation", "key", "name"),
+    [
+        pytest.param(7, "address-book", "00000007-address-book.jsonl.gz", id="address-book"),
+        pytest.param(
+            12345, "5b1a2c3d4e5f60718293a4b5", "00012345-5b1a2c3d4e5f60718293a4b5.jsonl.gz", id="segment"
+        ),
+    ],
+)
+def test_journal_names(generation: int, key: str, name: str) -> None:
+    assert journal_name(generation, key) == name
+    assert parse_journal_name(name) == (generation, key)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("7-vip.jsonl.gz", id="short-generation"), pytest.param("00000007-vip.json", id="suffix")],
+)
+def test_bad_journal_names(name: str) -> None:
+    with pytest.raises(StateFileError):
+        parse_journal_name(name)
+
+
+def test_diff_path() -> None:
+    assert diff_path(3, "address-book") == "diffs/00000003/address-book.jsonl.gz"
+
+
+def test_fold_journals_applies_generations_in_order() -> None:
+    contacts = {"ana@example.com": VIP_AND_NEW, "carol@example.com": NEW_ONLY}
+    # Given newest first, as an object store might list them.
+    journals = [
+        (9, "5c2b", [("ana@example.com", BOOK_ONLY)]),
+        (8, "address-book", [("ana@example.com", NEW_ONLY), ("bob@example.com", BOOK_ONLY)]),
+        (8, "5b1a", [("carol@example.com", EMPTY_RECORD)]),
+    ]
+
+    applied = fold_journals(contacts, journals)
+
+    assert applied == 4
+    assert contacts == {"ana@example.com": BOOK_ONLY, "bob@example.com": BOOK_ONLY}
+
+
+def test_fold_journals_read_from_files() -> None:
+    contacts: dict[str, ContactRecord] = {}
+    files = {}
+    for generation, record in [(2, BOOK_ONLY), (1, NEW_ONLY)]:
+        stream = io.BytesIO()
+        write_journal(stream, [("ana@example.com", record)])
+        files[journal_name(generation, "address-book")] = stream.getvalue()
+
+    fold_journals(
+        contacts,
+        (
+            (*parse_journal_name(name), read_journal(io.BytesIO(data), part=name))
+            for name, data in files.items()
+        ),
+    )
+
+    assert contacts == {"ana@example.com": BOOK_ONLY}
+
+
+def test_marker_round_trip() -> None:
+    assert load_marker(dump_marker(12)) == 12
+
+
+def test_corrupt_marker() -> None:
+    with pytest.raises(StateFileError):
+        load_marker(b'{"generation": "12"}')
