@@ -32,6 +32,8 @@ CONTACTS_FILE = "contacts.jsonl.gz"
 JOURNAL_DIR = "journal"
 DIFFS_DIR = "diffs"
 
+# An email written by json.dumps with escapes (or quotes) in it must go through the JSON decoder.
+_NEEDS_JSON = re.compile(rb'[\\"\x00-\x1f]')
 _JOURNAL_NAME = re.compile(r"(?P<generation>\d{8})-(?P<key>[^/]+)\.jsonl\.gz")
 # Gzip level 6 costs a third of level 9's time for nearly the same size on these repetitive lines.
 _GZIP_LEVEL = 6
@@ -196,7 +198,31 @@ def read_journal(stream: IO[bytes], *, part: str = "journal") -> Iterator[tuple[
     :param part: the file's name, used in errors.
     """
     records = _RecordCache(part)
-    for line_number, entry in _json_lines(stream, part):
+    # Millions of lines share a few thousand record spellings; parsing each spelling once and
+    # slicing the email out of the line is several times faster than decoding every line.
+    by_spelling: dict[bytes, ContactRecord] = {}
+    for line_number, line in _raw_lines(stream, part):
+        end = line.find(b'",', 2)
+        email_bytes = line[2:end]
+        if (
+            line.startswith(b'["')
+            and end > 2
+            and line.endswith(b"]\n")
+            and not _NEEDS_JSON.search(email_bytes)
+        ):
+            spelling = line[end + 2 : -2]
+            record = by_spelling.get(spelling)
+            if record is None:
+                items = _parse(b"[" + spelling + b"]", part, line_number)
+                if not isinstance(items, list) or len(items) != 3:
+                    raise StateFileError(
+                        part, line_number, "expected [email, in_address_book, [ids], [names]]"
+                    )
+                record = by_spelling[spelling] = records.get(items, line_number)
+            yield _email(email_bytes.decode("utf-8", "replace"), part, line_number), record
+            continue
+
+        entry = _parse(line, part, line_number)
         if not isinstance(entry, list) or len(entry) != 4:
             raise StateFileError(part, line_number, "expected [email, in_address_book, [ids], [names]]")
         yield _email(entry[0], part, line_number), records.get(entry[1:4], line_number)
@@ -229,7 +255,8 @@ def read_diff(stream: IO[bytes], *, part: str = "diff") -> Iterator[ContactChang
     :param part: the file's name, used in errors.
     """
     records = _RecordCache(part)
-    for line_number, entry in _json_lines(stream, part):
+    for line_number, line in _raw_lines(stream, part):
+        entry = _parse(line, part, line_number)
         if not isinstance(entry, list) or len(entry) != 7:
             raise StateFileError(
                 part,
@@ -342,7 +369,7 @@ def _write_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
         compressed.write("".join(chunk).encode("utf-8"))
 
 
-def _json_lines(stream: IO[bytes], part: str) -> Iterator[tuple[int, Any]]:
+def _raw_lines(stream: IO[bytes], part: str) -> Iterator[tuple[int, bytes]]:
     line_number = 0
     try:
         for line_number, line in enumerate(open_export_stream(stream), start=1):
@@ -350,12 +377,16 @@ def _json_lines(stream: IO[bytes], part: str) -> Iterator[tuple[int, Any]]:
                 continue
             if not line.endswith(b"\n"):
                 raise StateFileError(part, line_number, "last line is cut off")
-            try:
-                yield line_number, json.loads(line)
-            except ValueError:
-                raise StateFileError(part, line_number, "not JSON") from None
+            yield line_number, line
     except (EOFError, zlib.error, gzip.BadGzipFile):
         raise StateFileError(part, line_number + 1, "gzip data is truncated or corrupt") from None
+
+
+def _parse(line: bytes, part: str, line_number: int) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise StateFileError(part, line_number, "not JSON") from None
 
 
 def _email(value: object, part: str, line_number: int) -> str:

@@ -229,3 +229,16 @@ def test_marker_round_trip() -> None:
 def test_corrupt_marker() -> None:
     with pytest.raises(StateFileError):
         load_marker(b'{"generation": "12"}')
+
+
+def test_escaped_email_round_trips() -> None:
+    contacts = {"ana@bücher.example": NEW_ONLY, 'we"ird@example.com': NEW_ONLY, "bob@example.com": NEW_ONLY}
+
+    assert read_contacts(io.BytesIO(_contacts_bytes(contacts))) == contacts
+
+
+def test_trailing_garbage_after_record_is_corrupt() -> None:
+    data = b'["ana@example.com",1,[],[]]x]\n'
+
+    with pytest.raises(StateFileError, match="line 1"):
+        read_contacts(io.BytesIO(data))
