@@ -131,9 +131,18 @@ class NostoError(AirflowException):
     :param message: what went wrong; masked before it is stored.
     :param status: the HTTP status Nosto answered with, if there was an answer.
     :param retryable: as for :class:`KlaviyoError`.
+    :param retry_after: the wait the server asked for (``Retry-After``), in seconds, if it said.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(redact(message))
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
