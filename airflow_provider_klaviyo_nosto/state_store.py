@@ -1,0 +1,189 @@
+"""Where the applied state lives: a folder in Airflow's object storage that every worker can reach.
+
+The file formats belong to :mod:`airflow_provider_klaviyo_nosto.sync.state`; this module only decides
+where each file goes and how it is written, so that the pure core never touches storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from airflow_provider_klaviyo_nosto.sync import state as state_files
+from airflow_provider_klaviyo_nosto.sync.model import ContactChange, ContactRecord
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState
+
+#: Executors that run tasks on more than one machine; a local folder would give each worker its own state.
+DISTRIBUTED_EXECUTORS = ("CeleryExecutor", "KubernetesExecutor", "EdgeExecutor", "CeleryKubernetesExecutor")
+
+
+def default_state_uri() -> str:
+    """The default applied-state folder: ``klaviyo_nosto_state`` under ``AIRFLOW_HOME``."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return f"file://{os.path.abspath(home)}/klaviyo_nosto_state"
+
+
+def refuse_local_state_on_distributed_executor(state_uri: str, executor: str) -> None:
+    """
+    Refuse a local state folder when tasks may run on different machines.
+
+    Each push task records what Klaviyo confirmed in the state folder; on a Celery or Kubernetes worker a
+    local path would be a different disk for every task, and the next run would resend everything.
+
+    :param state_uri: the configured state location.
+    :param executor: the ``[core] executor`` setting.
+    """
+    local = state_uri.startswith("file://") or "://" not in state_uri
+    if local and any(name in executor for name in DISTRIBUTED_EXECUTORS):
+        raise KlaviyoConfigError(
+            f"state_uri {state_uri!r} is a local path, but the executor {executor!r} runs tasks on several "
+            "machines. Set state_uri in the sync configuration to a shared object-storage location such as "
+            "s3://<conn_id>@bucket/klaviyo_nosto_state."
+        )
+
+
+class StateStore:
+    """
+    Reads and writes the applied state, diff, journal and progress files under one folder.
+
+    :param state_uri: an Airflow object-storage URI (``file://``, ``s3://``, ``gs://``, ...).
+    """
+
+    def __init__(self, state_uri: str) -> None:
+        self.uri = state_uri
+        self.root = ObjectStoragePath(state_uri)
+
+    # -- the snapshot --------------------------------------------------------------------------------
+
+    def load(self) -> tuple[AppliedState, list[ObjectStoragePath]]:
+        """
+        Load the snapshot and fold every journal written since into it.
+
+        :return: the state, and the journal files folded in (to delete once the state is saved).
+        """
+        state = self.load_meta()
+        contacts_path = self.root / "contacts.jsonl.gz"
+        if contacts_path.exists():
+            with contacts_path.open("rb") as stream:
+                state.contacts = state_files.read_contacts(stream)
+
+        journals = sorted(self._journal_paths(), key=lambda p: state_files.parse_journal_name(p.name))
+        state_files.fold_journals(state.contacts, self._read_journals(journals))
+        return state, journals
+
+    def load_meta(self) -> AppliedState:
+        meta_path = self.root / "meta.json"
+        if not meta_path.exists():
+            return AppliedState.empty()
+        return state_files.load_meta(meta_path.read_bytes())
+
+    def save(self, state: AppliedState, folded_journals: Iterable[ObjectStoragePath] = ()) -> None:
+        """
+        Save the snapshot, then the metadata, then drop the journals already folded into the snapshot.
+
+        The order matters when the process dies half-way: journals hold whole per-contact values, so
+        folding a journal a second time onto a snapshot that already contains it changes nothing.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_atomically("contacts.jsonl.gz", lambda s: state_files.write_contacts(s, state.contacts))
+        self._write_atomically("meta.json", lambda s: s.write(state_files.dump_meta(state)))
+        for journal in folded_journals:
+            journal.unlink(missing_ok=True)
+
+    def save_meta(self, state: AppliedState) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_atomically("meta.json", lambda s: s.write(state_files.dump_meta(state)))
+
+    # -- diffs ---------------------------------------------------------------------------------------
+
+    def diff_path(self, generation: int, key: str) -> ObjectStoragePath:
+        return self.root / "diffs" / f"{generation:08d}" / f"{key}.jsonl.gz"
+
+    def write_diff(self, generation: int, key: str, changes: Iterable[ContactChange]) -> str:
+        path = self.diff_path(generation, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as stream:
+            state_files.write_diff(stream, changes)
+        return str(path)
+
+    def read_diff(self, generation: int, key: str) -> list[ContactChange]:
+        with self.diff_path(generation, key).open("rb") as stream:
+            return list(state_files.read_diff(stream))
+
+    def delete_diff(self, generation: int, key: str) -> None:
+        self.diff_path(generation, key).unlink(missing_ok=True)
+        self.progress_path(generation, key).unlink(missing_ok=True)
+
+    def delete_stale_diffs(self, below_generation: int) -> int:
+        """Delete the diff and progress files of generations a newer plan has superseded."""
+        removed = 0
+        diffs = self.root / "diffs"
+        if diffs.exists():
+            for folder in diffs.iterdir():
+                if folder.name.isdigit() and int(folder.name) < below_generation:
+                    for path in folder.iterdir():
+                        path.unlink(missing_ok=True)
+                        removed += 1
+                    folder.rmdir()
+        progress = self.root / "progress"
+        if progress.exists():
+            for path in progress.iterdir():
+                if path.name[:8].isdigit() and int(path.name[:8]) < below_generation:
+                    path.unlink(missing_ok=True)
+        return removed
+
+    # -- progress of one push (bulk jobs already accepted) -------------------------------------------
+
+    def progress_path(self, generation: int, key: str) -> ObjectStoragePath:
+        return self.root / "progress" / f"{generation:08d}-{key}.json"
+
+    def read_progress(self, generation: int, key: str) -> dict[str, Any]:
+        path = self.progress_path(generation, key)
+        if not path.exists():
+            return {}
+        loaded: dict[str, Any] = json.loads(path.read_text())
+        return loaded
+
+    def write_progress(self, generation: int, key: str, progress: dict[str, Any]) -> None:
+        path = self.progress_path(generation, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_atomically(
+            f"progress/{path.name}", lambda s: s.write(json.dumps(progress, sort_keys=True).encode())
+        )
+
+    # -- journals ------------------------------------------------------------------------------------
+
+    def write_journal(self, generation: int, key: str, records: Iterable[tuple[str, ContactRecord]]) -> None:
+        folder = self.root / "journal"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = state_files.journal_name(generation, key)
+        self._write_atomically(f"journal/{name}", lambda s: state_files.write_journal(s, records))
+
+    def _journal_paths(self) -> list[ObjectStoragePath]:
+        folder = self.root / "journal"
+        if not folder.exists():
+            return []
+        return [p for p in folder.iterdir() if p.name.endswith(".jsonl.gz")]
+
+    def _read_journals(
+        self, paths: list[ObjectStoragePath]
+    ) -> Iterator[tuple[int, str, Iterable[tuple[str, ContactRecord]]]]:
+        for path in paths:
+            generation, key = state_files.parse_journal_name(path.name)
+            with path.open("rb") as stream:
+                yield generation, key, list(state_files.read_journal(stream))
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def _write_atomically(self, relative: str, write: Callable[[IO[bytes]], object]) -> None:
+        """Write to a temporary name and rename, so a reader never sees half a file."""
+        target = self.root / relative
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        with temporary.open("wb") as stream:
+            write(stream)
+        temporary.rename(target)

@@ -1,0 +1,88 @@
+"""
+Keep Klaviyo in step with Nosto's customer segments, every 12 hours.
+
+Every contact in Nosto's segment export goes into one Klaviyo list (the address book), and each profile's
+``nosto_segment`` property lists the chosen Nosto segments the contact belongs to. Each run applies only
+what changed since the last applied run, removals included.
+
+Configuration lives in the Airflow Variable ``nosto_klaviyo_segment_sync`` (JSON), which admins edit in the
+Airflow UI; ``DEFAULTS`` below fills in whatever the Variable leaves out. The API keys live in the
+``klaviyo_default`` and ``nosto_default`` connections. Every task that calls Klaviyo runs in the
+``klaviyo_api`` pool, created by the setup step (see the README), so several DAGs or runs never exceed the
+account's shared rate limits.
+
+To retry one segment, clear that one ``push_segment`` task instance (it is labelled with the segment's
+name): it re-applies its own diff and nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, Param
+
+from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOperator
+from airflow_provider_klaviyo_nosto.operators.sync import NostoSegmentSyncOperator
+
+KLAVIYO_POOL = "klaviyo_api"
+
+DEFAULTS = {
+    # Nosto segment ids chosen for syncing; set them in the Variable.
+    "segments": [],
+    "list_name": "Nosto Customers",
+    "property_name": "nosto_segment",
+    "empty_value": "empty_list",
+    "removal_threshold": 0.10,
+    "allowed_flows": [],
+    "check_flows": True,
+    # Empty = a folder under AIRFLOW_HOME; use s3://, gs://, ... when tasks run on several machines.
+    "state_uri": "",
+    # Empty = the export URL of the nosto_default connection.
+    "export_uri": "",
+    "segments_key": "nosto_segments",
+    "klaviyo_pool_slots": 4,
+}
+
+with DAG(
+    dag_id="nosto_klaviyo_segment_sync",
+    description="Sync Nosto customer segments to a Klaviyo list and profile property.",
+    schedule="0 */12 * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "segments": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Push only these chosen segments (ids or names); empty = all chosen segments.",
+        ),
+        "dry_run": Param(False, type="boolean", description="Report every change and write nothing."),
+        "allow_removals": Param(
+            False,
+            type="boolean",
+            description="Allow removing more than the configured share of the address book or a segment.",
+        ),
+    },
+    tags=["klaviyo", "nosto"],
+) as dag:
+    plan = NostoSegmentSyncOperator(
+        task_id="plan_sync",
+        defaults=DEFAULTS,
+        segment_ids="{{ params.segments }}",
+        dry_run="{{ params.dry_run }}",
+        allow_removals="{{ params.allow_removals }}",
+        pool=KLAVIYO_POOL,
+    )
+
+    KlaviyoSegmentPushOperator.partial(
+        task_id="push_segment",
+        pool=KLAVIYO_POOL,
+        map_index_template="{{ task.push['segment_name'] }}",
+    ).expand(push=plan.output)
