@@ -17,7 +17,7 @@ name): it re-applies its own diff and nothing else.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
@@ -47,7 +47,7 @@ with DAG(
     dag_id="nosto_klaviyo_segment_sync",
     description="Sync Nosto customer segments to a Klaviyo list and profile property.",
     schedule="0 */12 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     render_template_as_native_obj=True,

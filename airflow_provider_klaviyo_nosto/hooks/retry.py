@@ -156,9 +156,10 @@ class RetryAfterOrBackoff(tenacity.wait.wait_base):
                     raise self.ceiling_error(exc, retry_after, self.ceiling)
                 raise RetryAfterTooLongError(retry_after, self.ceiling)
             return retry_after + self.rng.uniform(0.0, min(1.0, retry_after * 0.1 + 0.1))
-        # "Equal jitter": half the exponential step is fixed, half random, so waits never collapse to 0.
+        # The exponential step is a floor and the jitter goes on top (up to half a step), so a
+        # caller that sets ``initial`` to its poll interval never polls faster than that.
         step = min(self.maximum, self.initial * 2 ** (retry_state.attempt_number - 1))
-        return step / 2 + self.rng.uniform(0.0, step / 2)
+        return step + self.rng.uniform(0.0, step / 2)
 
 
 @dataclass

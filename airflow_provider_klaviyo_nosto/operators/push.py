@@ -14,7 +14,12 @@ from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import BulkImportJob, BulkImportJobStatus, KlaviyoHook
 from airflow_provider_klaviyo_nosto.operators.sync import PushSpec
 from airflow_provider_klaviyo_nosto.state_store import StateStore
-from airflow_provider_klaviyo_nosto.sync.batching import BulkImportBatch, chunked, plan_bulk_batches, profile_payload
+from airflow_provider_klaviyo_nosto.sync.batching import (
+    BulkImportBatch,
+    chunked,
+    plan_bulk_batches,
+    profile_payload,
+)
 from airflow_provider_klaviyo_nosto.sync.masking import mask_email
 from airflow_provider_klaviyo_nosto.sync.model import ContactChange
 from airflow_provider_klaviyo_nosto.triggers.klaviyo import (
@@ -73,7 +78,9 @@ class KlaviyoSegmentPushOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         if not 1 <= max_batch_profiles <= MAX_BULK_PROFILES:
-            raise ValueError(f"max_batch_profiles must be between 1 and {MAX_BULK_PROFILES}, got {max_batch_profiles}.")
+            raise ValueError(
+                f"max_batch_profiles must be between 1 and {MAX_BULK_PROFILES}, got {max_batch_profiles}."
+            )
         self.max_batch_profiles = max_batch_profiles
         self.push = push
         self.klaviyo_conn_id = klaviyo_conn_id
@@ -178,7 +185,11 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             return None
         if not store.diff_path(spec["generation"], spec["key"]).exists():
             if spec["contacts_to_write"]:
-                self.log.info("Nothing to do for %r: generation %d is already applied.", spec["segment_name"], spec["generation"])
+                self.log.info(
+                    "Nothing to do for %r: generation %d is already applied.",
+                    spec["segment_name"],
+                    spec["generation"],
+                )
             else:
                 self.log.info("Nothing changed for %r.", spec["segment_name"])
             return None
@@ -314,7 +325,9 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         self.log_summary(summary, rejected)
         return summary
 
-    def unset_emptied_values(self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange]) -> None:
+    def unset_emptied_values(
+        self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange]
+    ) -> None:
         """With ``empty_value='unset'``, remove the property of contacts left with no segment (one call each)."""
         if spec["empty_value"] != "unset":
             return

@@ -18,10 +18,15 @@ from airflow_provider_klaviyo_nosto.state_store import (
     default_state_uri,
     refuse_local_state_on_distributed_executor,
 )
-from airflow_provider_klaviyo_nosto.sync.export import ExportSnapshot, open_export_stream, read_export, require_contacts
+from airflow_provider_klaviyo_nosto.sync.export import (
+    ExportSnapshot,
+    open_export_stream,
+    read_export,
+    require_contacts,
+)
 from airflow_provider_klaviyo_nosto.sync.model import ADDRESS_BOOK_KEY, Segment
 from airflow_provider_klaviyo_nosto.sync.plan import SegmentDiff, SyncPlan, check_removal_threshold, plan_sync
-from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -130,7 +135,9 @@ class NostoSegmentSyncOperator(BaseOperator):
             return self.push_specs(plan, chosen, config, list_id=applied.list_id, dry_run=True)
 
         if plan.unchanged:
-            self.log.info("The export matches what was last applied for every chosen segment: nothing to write.")
+            self.log.info(
+                "The export matches what was last applied for every chosen segment: nothing to write."
+            )
             if folded_journals:
                 store.save(applied, folded_journals)
             return []
@@ -140,7 +147,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         if plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values()):
             self.check_flows(klaviyo, config, list_id)
 
-        self.record_plan(store, applied, plan, chosen, config, list_id, folded_journals)
+        self.record_plan(store, applied, plan, config, list_id, folded_journals)
         specs = self.push_specs(plan, chosen, config, list_id=list_id, dry_run=False)
         self.log.info("Planned generation %d in %.1f s.", plan.generation, time.monotonic() - started)
         return specs
@@ -159,7 +166,9 @@ class NostoSegmentSyncOperator(BaseOperator):
                 f"No Nosto segment is chosen for syncing: add their ids to 'segments' in the Airflow Variable "
                 f"{self.config_variable!r}."
             )
-        refuse_local_state_on_distributed_executor(config.state_uri, conf.get("core", "executor", fallback=""))
+        refuse_local_state_on_distributed_executor(
+            config.state_uri, conf.get("core", "executor", fallback="")
+        )
         return config
 
     def resolve_chosen_segments(self, config: SyncConfig, catalogue: Sequence[Segment]) -> list[Segment]:
@@ -176,11 +185,17 @@ class NostoSegmentSyncOperator(BaseOperator):
                 chosen[wanted] = by_id[wanted]
             elif len(by_name.get(wanted, [])) == 1:
                 segment = by_name[wanted][0]
-                self.log.info("Segment name %r resolved to id %s; prefer the id in the configuration.", wanted, segment.id)
+                self.log.info(
+                    "Segment name %r resolved to id %s; prefer the id in the configuration.",
+                    wanted,
+                    segment.id,
+                )
                 chosen[segment.id] = segment
             elif len(by_name.get(wanted, [])) > 1:
                 ids = ", ".join(segment.id for segment in by_name[wanted])
-                raise KlaviyoConfigError(f"Several Nosto segments are named {wanted!r} ({ids}): choose one by id.")
+                raise KlaviyoConfigError(
+                    f"Several Nosto segments are named {wanted!r} ({ids}): choose one by id."
+                )
             else:
                 missing.append(wanted)
         if missing:
@@ -197,7 +212,9 @@ class NostoSegmentSyncOperator(BaseOperator):
             wanted = [part.strip() for part in wanted.split(",") if part.strip()]
         if not wanted:
             return None
-        known = {segment.id: segment.id for segment in chosen} | {segment.name: segment.id for segment in chosen}
+        known = {segment.id: segment.id for segment in chosen} | {
+            segment.name: segment.id for segment in chosen
+        }
         unknown = [item for item in wanted if item not in known]
         if unknown:
             raise KlaviyoConfigError(
@@ -269,7 +286,9 @@ class NostoSegmentSyncOperator(BaseOperator):
                 len(plan.changes_by_key.get(segment.id, [])),
             )
 
-    def ensure_address_book_list(self, klaviyo: KlaviyoHook, config: SyncConfig, applied: AppliedState) -> str:
+    def ensure_address_book_list(
+        self, klaviyo: KlaviyoHook, config: SyncConfig, applied: AppliedState
+    ) -> str:
         """
         Find the address-book list, creating it only when absent, and remember its id.
 
@@ -320,7 +339,6 @@ class NostoSegmentSyncOperator(BaseOperator):
         store: StateStore,
         applied: AppliedState,
         plan: SyncPlan,
-        chosen: Sequence[Segment],
         config: SyncConfig,
         list_id: str,
         folded_journals: Sequence[Any],
@@ -393,4 +411,3 @@ def _as_bool(value: bool | str, name: str) -> bool:
     if text in ("false", "0", "no", "", "none"):
         return False
     raise KlaviyoConfigError(f"The param {name!r} must be true or false, got {value!r}.")
-

@@ -72,16 +72,38 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("exports")
     first = root / "first"
     subprocess.run(
-        [sys.executable, "-m", "sandbox", "generate", "--contacts", str(CONTACTS), "--segments",
-         str(SEGMENTS), "--seed", "7", "--out", str(first)],
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "generate",
+            "--contacts",
+            str(CONTACTS),
+            "--segments",
+            str(SEGMENTS),
+            "--seed",
+            "7",
+            "--out",
+            str(first),
+        ],
         check=True,
         cwd=REPO,
     )
     second = root / "second"
     second.mkdir()
     subprocess.run(
-        [sys.executable, "-m", "sandbox", "evolve", "--in", str(first / "export.jsonl.gz"), "--out",
-         str(second / "export.jsonl.gz"), "--seed", "8"],
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "evolve",
+            "--in",
+            str(first / "export.jsonl.gz"),
+            "--out",
+            str(second / "export.jsonl.gz"),
+            "--seed",
+            "8",
+        ],
         check=True,
         cwd=REPO,
     )

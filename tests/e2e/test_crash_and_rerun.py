@@ -48,7 +48,9 @@ def accepted_jobs(sandbox: Sandbox) -> list[dict[str, Any]]:
     return [
         entry
         for entry in sandbox.requests_log()
-        if entry["method"] == "POST" and entry["path"] == "/api/profile-bulk-import-jobs" and entry["status"] == 202
+        if entry["method"] == "POST"
+        and entry["path"] == "/api/profile-bulk-import-jobs"
+        and entry["status"] == 202
     ]
 
 
@@ -62,7 +64,9 @@ def test_push_killed_after_its_first_job_then_rerun_converges(
     assert batches >= 3, "the test needs a push with several bulk jobs"
 
     # Every bulk import POST takes a while to answer, so the kill lands while the second is in flight.
-    sandbox.add_fault({"kind": "delay", "method": "POST", "path": "/api/profile-bulk-import-jobs", "seconds": 2})
+    sandbox.add_fault(
+        {"kind": "delay", "method": "POST", "path": "/api/profile-bulk-import-jobs", "seconds": 2}
+    )
     mark = sandbox.write_mark()
     worker = start(airflow, "push", json.dumps(biggest), str(BATCH))
     deadline = time.monotonic() + 60
@@ -77,7 +81,8 @@ def test_push_killed_after_its_first_job_then_rerun_converges(
     assert rerun["written"] == biggest["contacts_to_write"]
 
     again = result(start(airflow, "push", json.dumps(biggest), str(BATCH)))
-    assert again.get("written") is None and again["outcome"] == "nothing_to_do"
+    assert again.get("written") is None
+    assert again["outcome"] == "nothing_to_do"
 
     for spec in specs:
         if spec["key"] != biggest["key"]:

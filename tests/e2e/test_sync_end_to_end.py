@@ -75,7 +75,9 @@ def assert_protocol_clean(sandbox: Sandbox) -> None:
     log = sandbox.requests_log()
     refused = [entry for entry in log if entry.get("violation")]
     assert refused == [], f"the schema check refused {len(refused)} requests: {refused[:3]}"
-    assert not [entry for entry in log if entry["path"].startswith(SUBSCRIBE_PATHS)], "a consent endpoint was called"
+    assert not [entry for entry in log if entry["path"].startswith(SUBSCRIBE_PATHS)], (
+        "a consent endpoint was called"
+    )
 
 
 def writes_by_email(sandbox: Sandbox, since: int) -> Counter[str]:
@@ -158,7 +160,9 @@ def test_no_email_or_key_in_logs_or_xcom(
 ) -> None:
     first, _ = generated
     # One bulk import answered with a 400 whose detail quotes an email; the push strips and resends.
-    sandbox.add_fault({"kind": "reject_400_email", "method": "POST", "path": "/api/profile-bulk-import-jobs", "times": 1})
+    sandbox.add_fault(
+        {"kind": "reject_400_email", "method": "POST", "path": "/api/profile-bulk-import-jobs", "times": 1}
+    )
 
     run = airflow.run_dag(check=False)
 
