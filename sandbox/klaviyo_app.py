@@ -221,7 +221,8 @@ def paginate(
         params.append(("page[cursor]", _encode_cursor({"d": direction, "k": boundary, "f": fingerprint})))
         return f"{call.base}{call.request.url.path}?{urlencode(params)}"
 
-    links: dict[str, Any] = {"self": str(call.request.url), "next": None, "prev": None}
+    # The schema types next/prev as strings, so a missing page is an absent key, never a null.
+    links: dict[str, Any] = {"self": str(call.request.url)}
     if stop < len(ordered):
         links["next"] = link("a", ordered_keys[stop - 1])
     if start > 0 and page:
@@ -776,9 +777,7 @@ class KlaviyoSandbox:
             data: list[dict[str, Any]] = [{"type": "flow", "id": flow.id} for flow in flows]
         else:
             data = [self._flow_resource(call, flow) for flow in flows]
-        return api_json(
-            200, {"data": data, "links": {"self": str(call.request.url), "next": None, "prev": None}}
-        )
+        return api_json(200, {"data": data, "links": {"self": str(call.request.url)}})
 
     # -- profiles -------------------------------------------------------------------------------------
 
@@ -1037,9 +1036,7 @@ class KlaviyoSandbox:
             data: list[dict[str, Any]] = [{"type": "list", "id": r.id} for r in records]
         else:
             data = [self._list_resource(call, r) for r in records]
-        return api_json(
-            200, {"data": data, "links": {"self": str(call.request.url), "next": None, "prev": None}}
-        )
+        return api_json(200, {"data": data, "links": {"self": str(call.request.url)}})
 
     def get_job_profiles(self, call: Call) -> Response:
         job = self._get_job(call.path["id"])

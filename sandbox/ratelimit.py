@@ -27,7 +27,10 @@ class RateDecision:
 
 
 class RateLimiter:
-    """Fixed windows aligned on the wall clock, as Klaviyo documents them.
+    """Fixed windows, as Klaviyo documents them, counted from when the limiter was (re)set.
+
+    Counting from the reset rather than from the epoch makes a test that has just changed the scale
+    start at the beginning of every window, so a daily cap cannot roll over half-way through it.
 
     :param scale: multiplies every window length, so tests can run through a minute's window in a
         fraction of a second without changing the limits themselves
@@ -39,9 +42,11 @@ class RateLimiter:
         self.enabled = True
         self._clock = clock
         self._counters: dict[tuple[str, str], tuple[int, int]] = {}
+        self._origin = clock()
 
     def reset(self) -> None:
         self._counters.clear()
+        self._origin = self._clock()
 
     def _windows(self, spec: RateLimitSpec) -> list[tuple[str, float, int]]:
         windows = [("burst", BURST_WINDOW, spec.burst), ("steady", STEADY_WINDOW, spec.steady)]
@@ -51,7 +56,7 @@ class RateLimiter:
 
     def check(self, bucket: str, spec: RateLimitSpec) -> RateDecision:
         """Count one request against ``bucket`` unless a window is already full."""
-        now = self._clock()
+        now = self._clock() - self._origin
         windows = self._windows(spec)
         counts: list[tuple[str, int, int, int, float]] = []
         for name, length, limit in windows:
