@@ -16,6 +16,7 @@ import aiohttp
 import requests
 import tenacity
 from airflow.providers.common.compat.connection import get_async_connection
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.providers.http.hooks.http import HttpHook
 from requests.structures import CaseInsensitiveDict
 
@@ -205,6 +206,15 @@ def resolve_base_url(host: str | None, default: str, conn_id: str, *, error: typ
             f"use https://{parts.netloc}{parts.path}"
         )
     return url.rstrip("/")
+
+
+def _unreadable_connection(conn_id: str, exc: Exception) -> KlaviyoConfigError:
+    # Airflow 3.1 refuses a connection whose extra is not JSON while it is being looked up; the
+    # original error is not chained because secrets backends may quote the connection in it.
+    return KlaviyoConfigError(
+        f"Airflow connection {conn_id!r} could not be read ({type(exc).__name__}); check that its extra "
+        'is valid JSON (an object such as {"timeout": 30})'
+    )
 
 
 def _parse_extra(conn: Connection, conn_id: str) -> dict[str, Any]:
@@ -450,7 +460,12 @@ class KlaviyoHook(HttpHook):
     def settings(self) -> KlaviyoConnectionSettings:
         """The validated connection settings, read once per hook."""
         if self._settings is None:
-            conn = self.get_connection(self.klaviyo_conn_id)
+            try:
+                conn = self.get_connection(self.klaviyo_conn_id)
+            except AirflowNotFoundException:
+                raise
+            except Exception as exc:
+                raise _unreadable_connection(self.klaviyo_conn_id, exc) from None
             self._settings = connection_settings(
                 conn, self.klaviyo_conn_id, default_timeout=self.default_timeout
             )
@@ -459,7 +474,12 @@ class KlaviyoHook(HttpHook):
     async def asettings(self) -> KlaviyoConnectionSettings:
         """The connection settings, looked up without blocking the event loop (triggerer-safe)."""
         if self._settings is None:
-            conn = await get_async_connection(self.klaviyo_conn_id, hook=self)
+            try:
+                conn = await get_async_connection(self.klaviyo_conn_id, hook=self)
+            except AirflowNotFoundException:
+                raise
+            except Exception as exc:
+                raise _unreadable_connection(self.klaviyo_conn_id, exc) from None
             self._settings = connection_settings(
                 conn, self.klaviyo_conn_id, default_timeout=self.default_timeout
             )

@@ -11,7 +11,7 @@ from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import requests
-from airflow.providers.common.compat.sdk import BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_klaviyo_nosto.exceptions import NostoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import is_loopback_host, resolve_base_url
@@ -81,7 +81,16 @@ class NostoHook(BaseHook):
     @property
     def _settings(self) -> dict[str, Any]:
         if self._conn_settings is None:
-            conn = self.get_connection(self.nosto_conn_id)
+            try:
+                conn = self.get_connection(self.nosto_conn_id)
+            except AirflowNotFoundException:
+                raise
+            except Exception as exc:
+                # Airflow 3.1 refuses an extra that is not JSON during the look-up itself.
+                raise NostoError(
+                    f"Airflow connection {self.nosto_conn_id!r} could not be read ({type(exc).__name__}); "
+                    "check that its extra is valid JSON"
+                ) from None
             extra: Any = {}
             if conn.extra:
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
@@ -59,9 +60,13 @@ class KlaviyoBulkImportJobSensor(BaseSensorOperator):
             raise ValueError(f"KlaviyoBulkImportJobSensor needs non-empty job ids, got {self.job_ids!r}")
         return ids
 
+    @cached_property
+    def hook(self) -> KlaviyoHook:
+        return KlaviyoHook(self.klaviyo_conn_id)
+
     def poke(self, context: Context) -> PokeReturnValue:
-        hook = KlaviyoHook(self.klaviyo_conn_id)
-        jobs = [hook.get_bulk_import_job(job_id) for job_id in self._job_ids()]
+        job_ids = self._job_ids()
+        jobs = [self.hook.get_bulk_import_job(job_id) for job_id in job_ids]
         pending = [job.id for job in jobs if not job.status.is_terminal]
         if pending:
             self.log.info("Bulk import job(s) %s still running", ", ".join(pending))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
@@ -41,6 +42,10 @@ class NostoExportSensor(BaseSensorOperator):
         self.uri = uri
         self.newer_than = newer_than
 
+    @cached_property
+    def hook(self) -> NostoHook:
+        return NostoHook(self.nosto_conn_id)
+
     def _threshold(self) -> datetime | None:
         if not self.newer_than:
             return None
@@ -49,7 +54,7 @@ class NostoExportSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         threshold = self._threshold()
-        modified = NostoHook(self.nosto_conn_id).export_modified_at(self.uri or None)
+        modified = self.hook.export_modified_at(self.uri or None)
         if modified is None:
             self.log.info("No Nosto export yet")
             return PokeReturnValue(is_done=False)
