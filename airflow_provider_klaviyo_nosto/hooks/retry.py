@@ -67,7 +67,9 @@ def _never_sent(exc: BaseException) -> bool:
     if isinstance(exc, requests.ConnectTimeout | aiohttp.ClientConnectorError):
         return True
     if isinstance(exc, requests.ConnectionError) and exc.args:
-        reason = getattr(exc.args[0], "reason", None)
+        # requests wraps urllib3's MaxRetryError, whose ``reason`` is the underlying fault.
+        cause = exc.args[0]
+        reason = getattr(cause, "reason", cause)
         return isinstance(reason, NewConnectionError | ConnectTimeoutError)
     return False
 

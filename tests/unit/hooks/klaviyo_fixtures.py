@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,44 @@ def make_hook(clock: FakeClock, **kwargs: object) -> KlaviyoHook:
     hook.with_retry_policy(sleep=clock.sleep, async_sleep=clock.async_sleep, rng=random.Random(7))
     hook.pacer = KlaviyoPacer(hook.pacer.concurrency, clock=clock, sleep=clock.sleep)
     return hook
+
+
+class ScriptedServer:
+    """A local aiohttp server answering from a script, for the async paths.
+
+    aioresponses 0.7.9 cannot build responses for aiohttp 3.14, so the async code is tested against
+    a real socket on 127.0.0.1 instead (the hooks allow plain http for loopback hosts only).
+    """
+
+    def __init__(self, answers: list[tuple[int, dict[str, str], object]]) -> None:
+        self.answers = list(answers)
+        self.requests: list[tuple[str, str, Any]] = []
+        self.server: object = None
+
+    async def _handle(self, request):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        self.requests.append((request.method, request.path_qs, request.headers.copy()))
+        if not self.answers:
+            return web.json_response({"errors": [{"status": 500, "code": "script_exhausted"}]}, status=500)
+        status, headers, body = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(body, str):
+            return web.Response(status=status, headers=headers, text=body, content_type="text/html")
+        return web.json_response(body, status=status, headers=headers)
+
+    async def __aenter__(self) -> ScriptedServer:
+        from aiohttp import web
+        from aiohttp.test_utils import TestServer
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()  # type: ignore[attr-defined]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"  # type: ignore[attr-defined]
