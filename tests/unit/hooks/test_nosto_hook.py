@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import random
+
+import pytest
+
+from airflow_provider_klaviyo_nosto.exceptions import NostoError
+from airflow_provider_klaviyo_nosto.hooks.nosto import SEGMENTS_QUERY, NostoHook
+from airflow_provider_klaviyo_nosto.sync.model import Segment
+
+TOKEN = "nostoAppsToken0123456789"
+EXPORT_TOKEN = "exportToken9876543210"
+API = "https://api.nosto.com"
+
+
+def set_nosto(monkeypatch, **fields) -> None:
+    extra = fields.pop("extra", {"export_token": EXPORT_TOKEN})
+    conn = {"conn_type": "nosto", "password": TOKEN, "extra": extra, **fields}
+    monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps(conn))
+
+
+@pytest.fixture
+def hook(monkeypatch) -> NostoHook:
+    set_nosto(monkeypatch)
+    nosto = NostoHook()
+    nosto.retry_policy.sleep = lambda _seconds: None
+    nosto.retry_policy.rng = random.Random(0)
+    return nosto
+
+
+def test_segments_use_basic_auth_with_empty_user(hook, requests_mock):
+    requests_mock.post(
+        f"{API}/v1/graphql",
+        json={"data": {"segments": {"segments": [{"id": "5a1", "name": "Category affinity: Kombai"}]}}},
+    )
+
+    assert hook.get_segments() == [Segment(id="5a1", name="Category affinity: Kombai")]
+
+    sent = requests_mock.request_history[0]
+    assert sent.headers["Authorization"] == "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()
+    assert sent.json() == {"query": SEGMENTS_QUERY}
+
+
+def test_graphql_errors_do_not_leak_tokens(hook, requests_mock):
+    requests_mock.post(
+        f"{API}/v1/graphql", json={"errors": [{"message": f"bad token {TOKEN} for a@example.com"}]}
+    )
+    with pytest.raises(NostoError) as err:
+        hook.get_segments()
+    assert TOKEN not in str(err.value)
+    assert "a@example.com" not in str(err.value)
+
+
+def test_server_errors_are_retried(hook, requests_mock):
+    requests_mock.post(
+        f"{API}/v1/graphql",
+        [{"status_code": 503}, {"json": {"data": {"segments": {"segments": []}}}}],
+    )
+    assert hook.get_segments() == []
+    assert requests_mock.call_count == 2
+
+
+def test_unauthorized_is_terminal(hook, requests_mock):
+    requests_mock.post(f"{API}/v1/graphql", status_code=401)
+    ok, message = hook.test_connection()
+    assert not ok
+    assert "401" in message
+    assert requests_mock.call_count == 1
+
+
+def test_export_streams_with_bearer_token(hook, requests_mock):
+    payload = gzip.compress(b'{"email": "a@example.com", "segments": ["VIP"]}\n')
+    requests_mock.get(f"{API}/v1/segment-export/latest", content=payload)
+
+    with hook.open_export() as handle:
+        assert handle.read() == payload
+
+    sent = requests_mock.request_history[0]
+    assert sent.headers["Authorization"] == f"Bearer {EXPORT_TOKEN}"
+    assert EXPORT_TOKEN not in sent.url
+
+
+def test_export_url_from_connection_and_bare_host(monkeypatch, requests_mock):
+    set_nosto(
+        monkeypatch, extra={"export_token": EXPORT_TOKEN, "export_url": "exports.example.com/seg.jsonl"}
+    )
+    requests_mock.get("https://exports.example.com/seg.jsonl", content=b"{}\n")
+    with NostoHook().open_export() as handle:
+        assert handle.read() == b"{}\n"
+
+
+def test_plain_http_refused_for_remote_export(hook):
+    with pytest.raises(NostoError, match="plain http"), hook.open_export("http://exports.example.com/x"):
+        pass
+
+
+def test_export_from_object_storage(hook, tmp_path):
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b'{"email": "a@example.com"}\n')
+
+    with hook.open_export(f"file://{export}") as handle:
+        assert handle.read() == b'{"email": "a@example.com"}\n'
+    assert hook.export_modified_at(f"file://{export}") is not None
+    assert hook.export_modified_at(f"file://{tmp_path}/missing.jsonl") is None
+
+
+def test_export_modified_at_from_last_modified(hook, requests_mock):
+    requests_mock.head(
+        f"{API}/v1/segment-export/latest", headers={"Last-Modified": "Wed, 02 Dec 2026 06:00:00 GMT"}
+    )
+    modified = hook.export_modified_at()
+    assert modified is not None
+    assert modified.isoformat() == "2026-12-02T06:00:00+00:00"
+    assert requests_mock.request_history[0].headers["Authorization"] == f"Bearer {EXPORT_TOKEN}"
+
+
+def test_missing_export_is_none(hook, requests_mock):
+    requests_mock.head(f"{API}/v1/segment-export/latest", status_code=404)
+    assert hook.export_modified_at() is None
+
+
+def test_missing_export_token(monkeypatch):
+    set_nosto(monkeypatch, extra={})
+    with pytest.raises(NostoError, match="export_token"), NostoHook().open_export():
+        pass
+
+
+def test_host_override_and_loopback(monkeypatch, requests_mock):
+    set_nosto(monkeypatch, host="http://127.0.0.1:9000")
+    requests_mock.post("http://127.0.0.1:9000/v1/graphql", json={"data": {"segments": {"segments": []}}})
+    assert NostoHook().get_segments() == []
+
+
+def test_ui_field_behaviour_matches_provider_info():
+    from airflow_provider_klaviyo_nosto.get_provider_info import get_provider_info
+
+    (nosto,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "nosto"]
+    behaviour = NostoHook.get_ui_field_behaviour()
+    assert behaviour["hidden_fields"] == nosto["ui-field-behaviour"]["hidden-fields"]
+    assert behaviour["relabeling"] == nosto["ui-field-behaviour"]["relabeling"]
+    assert nosto["conn-fields"]["export_token"]["schema"]["format"] == "password"
