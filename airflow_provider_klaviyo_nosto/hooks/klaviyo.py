@@ -429,6 +429,8 @@ class KlaviyoHook(HttpHook):
         )
         self._settings: KlaviyoConnectionSettings | None = None
         self._session: requests.Session | None = None
+        #: HTTP requests sent by this hook, retries included, for the run report.
+        self.calls_made = 0
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -568,6 +570,7 @@ class KlaviyoHook(HttpHook):
 
         def attempt() -> dict[str, Any] | None:
             self.pacer.wait(method, url)
+            self.calls_made += 1
             self.log.debug("Klaviyo %s %s params=%s", method, redact(url), redact(str(params or {})))
             response = session.request(
                 method,
@@ -1052,6 +1055,7 @@ class KlaviyoHook(HttpHook):
 
             async def attempt() -> dict[str, Any] | None:
                 self.log.debug("Klaviyo GET %s", redact(url))
+                self.calls_made += 1
                 async with session.get(url, proxy=proxy, ssl=ssl_option) as response:
                     body = await response.read()
                     return self._interpret(operation, key, response.status, response.headers, body, True)

@@ -197,6 +197,7 @@ class TestRetryDecision:
         )
         assert list(hook.iter_list_profile_ids("L1")) == ["P1"]
         assert requests_mock.call_count == 3
+        assert hook.calls_made == 3
 
     def test_bad_request_is_terminal_and_carries_pointer(self, hook, requests_mock):
         pointer = "/data/attributes/profiles/data/1/attributes/email"
