@@ -704,3 +704,20 @@ def test_pacing_applies_to_requests(monkeypatch, requests_mock):
     # Tier M burst 10/s split over 5 slots: the third call in the same second waits.
     assert clock.sleeps
     assert clock.sleeps[0] == pytest.approx(1.0)
+
+
+def test_truncated_body_retried_for_reads_not_for_creates(hook, requests_mock):
+    requests_mock.get(
+        f"{JOBS}/JOB1",
+        [
+            {"text": '{"data": {"id": "JO'},
+            {"json": {"data": {"id": "JOB1", "attributes": {"status": "queued"}}}},
+        ],
+    )
+    assert hook.get_bulk_import_job("JOB1").status is BulkImportJobStatus.QUEUED
+    assert requests_mock.call_count == 2
+
+    requests_mock.post(JOBS, status_code=202, text='{"data": {"id": "JO')
+    with pytest.raises(KlaviyoServerError, match="not a JSON document"):
+        hook.submit_bulk_import(PROFILES, "L1")
+    assert sum(r.method == "POST" for r in requests_mock.request_history) == 1
