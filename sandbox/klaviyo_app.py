@@ -195,7 +195,7 @@ def paginate(
             [call.operation.template, call.path, call.query.get("filter"), call.query.get("sort")]
         ).encode()
     ).hexdigest()[:16]
-    keys = [key(item) for item in items]
+    # Keys are computed only where bisect looks: a 50,000-member list is paged 500 times.
     start, stop = 0, min(size, len(items))
     cursor_text = call.query.get("page[cursor]")
     if cursor_text:
@@ -205,16 +205,15 @@ def paginate(
         boundary = cursor["k"]
         forward = cursor["d"] == "a"
         if forward != descending:
-            start = bisect.bisect_right(keys, boundary)
+            start = bisect.bisect_right(items, boundary, key=key)
             stop = min(start + size, len(items))
         else:
-            stop = bisect.bisect_left(keys, boundary)
+            stop = bisect.bisect_left(items, boundary, key=key)
             start = max(0, stop - size)
         if descending:
             start, stop = len(items) - stop, len(items) - start
-    ordered = items[::-1] if descending else items
-    ordered_keys = keys[::-1] if descending else keys
-    page = ordered[start:stop]
+    count = len(items)
+    page = items[count - stop : count - start][::-1] if descending else items[start:stop]
 
     def link(direction: str, boundary: list[Any]) -> str:
         params = [(k, v) for k, v in call.request.query_params.multi_items() if k != "page[cursor]"]
@@ -223,10 +222,10 @@ def paginate(
 
     # The schema types next/prev as strings, so a missing page is an absent key, never a null.
     links: dict[str, Any] = {"self": str(call.request.url)}
-    if stop < len(ordered):
-        links["next"] = link("a", ordered_keys[stop - 1])
+    if stop < count and page:
+        links["next"] = link("a", key(page[-1]))
     if start > 0 and page:
-        links["prev"] = link("b", ordered_keys[start])
+        links["prev"] = link("b", key(page[0]))
     return page, links
 
 
@@ -706,32 +705,37 @@ class KlaviyoSandbox:
         del self.account.lists[call.path["id"]]
         return Response(status_code=204)
 
-    def _members(self, call: Call) -> list[tuple[Profile, int, Any]]:
+    def _members(self, call: Call) -> list[tuple[str, tuple[int, Any]]]:
+        """The list's members as ``(profile id, (join seq, joined at))`` in join order, filtered.
+
+        Join order is also ``joined_group_at`` order, so that sort needs no work. Profiles are looked
+        up only when a filter needs them: a 50,000-member list is paged 500 times.
+        """
         record = self._get_list(call.path["id"])
         node = self._filter(call)
-        members = []
-        for profile_id, (seq, joined) in record.members.items():
-            profile = self.account.profiles[profile_id]
-            if node is None or matches(node, partial(_member_field, profile, joined)):
-                members.append((profile, seq, joined))
-        if call.query.get("sort", "").endswith("joined_group_at"):
-            members.sort(key=lambda m: m[1])
-        return members
+        if node is None:
+            return list(record.members.items())
+        profiles = self.account.profiles
+        return [
+            (profile_id, joined)
+            for profile_id, joined in record.members.items()
+            if matches(node, partial(_member_field, profiles[profile_id], joined[1]))
+        ]
 
     def get_profile_ids_for_list(self, call: Call) -> Response:
         members = self._members(call)
-        page, links = paginate(
-            call, members, lambda m: [m[1]], descending=call.query.get("sort", "").startswith("-")
-        )
-        data = [{"type": "profile", "id": profile.id} for profile, _seq, _joined in page]
+        descending = call.query.get("sort", "").startswith("-")
+        page, links = paginate(call, members, lambda m: [m[1][0]], descending=descending)
+        data = [{"type": "profile", "id": profile_id} for profile_id, _joined in page]
         return api_json(200, {"data": data, "links": links})
 
     def get_profiles_for_list(self, call: Call) -> Response:
         members = self._members(call)
-        page, links = paginate(
-            call, members, lambda m: [m[1]], descending=call.query.get("sort", "").startswith("-")
-        )
-        data = [self._profile_resource(call, profile) for profile, _seq, _joined in page]
+        descending = call.query.get("sort", "").startswith("-")
+        page, links = paginate(call, members, lambda m: [m[1][0]], descending=descending)
+        data = [
+            self._profile_resource(call, self.account.profiles[profile_id]) for profile_id, _joined in page
+        ]
         return api_json(200, {"data": data, "links": links})
 
     def _member_ids(self, call: Call) -> list[str]:
@@ -792,16 +796,24 @@ class KlaviyoSandbox:
             candidates = sorted((self.account.profiles[i] for i in ids), key=lambda p: p.seq)
         else:
             candidates = self.account.profiles.values()
-        profiles = [p for p in candidates if node is None or matches(node, partial(_profile_field, p))]
-        sort = call.query.get("sort", "id")
-        sort_field = sort.lstrip("-")
-        profiles.sort(key=lambda p: _sort_key(_profile_field(p, sort_field), p.seq))
-        page, links = paginate(
-            call,
-            profiles,
-            lambda p: _sort_key(_profile_field(p, sort_field), p.seq),
-            descending=sort.startswith("-"),
+        profiles = (
+            list(candidates)
+            if node is None
+            else [p for p in candidates if matches(node, partial(_profile_field, p))]
         )
+        sort = call.query.get("sort")
+        if sort is None:
+            # Creation order is storage order: no sorting while a client walks 50,000 profiles.
+            page, links = paginate(call, profiles, lambda p: [p.seq])
+        else:
+            sort_field = sort.lstrip("-")
+            profiles.sort(key=lambda p: _sort_key(_profile_field(p, sort_field), p.seq))
+            page, links = paginate(
+                call,
+                profiles,
+                lambda p: _sort_key(_profile_field(p, sort_field), p.seq),
+                descending=sort.startswith("-"),
+            )
         return api_json(200, {"data": [self._profile_resource(call, p) for p in page], "links": links})
 
     def get_profile(self, call: Call) -> Response:

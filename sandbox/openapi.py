@@ -144,6 +144,72 @@ def _inline_refs(node: Any, components: dict[str, Any], stack: tuple[str, ...] =
     return {key: _inline_refs(value, components, stack) for key, value in node.items()}
 
 
+#: Where an operation's body holds a large array of like items.
+_BULK_ARRAYS: dict[str, tuple[str, ...]] = {
+    "bulk_import_profiles": ("data", "attributes", "profiles", "data"),
+    "bulk_subscribe_profiles": ("data", "attributes", "profiles", "data"),
+    "bulk_unsubscribe_profiles": ("data", "attributes", "profiles", "data"),
+}
+
+
+def _lookup(document: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def _replace(document: Any, path: tuple[str, ...], value: Any) -> Any:
+    if not path:
+        return value
+    copy = dict(document)
+    copy[path[0]] = _replace(document[path[0]], path[1:], value)
+    return copy
+
+
+def _shape(value: Any, key: str | None) -> Any:
+    """The part of a bulk item that schema validation can see.
+
+    The item schemas constrain types, required and allowed keys, and one enum (the ``type`` member);
+    no string patterns, lengths or bounds. So two items with the same keys, the same JSON types and
+    the same ``type`` values validate alike, and free-form objects such as custom ``properties``
+    accept any content.
+    """
+    if isinstance(value, dict):
+        if key == "properties":
+            return {}
+        return {name: _shape(sub, name) for name, sub in value.items()}
+    if isinstance(value, list):
+        shapes: dict[str, Any] = {}
+        for item in value:
+            shape = _shape(item, key)
+            shapes.setdefault(json.dumps(shape, sort_keys=True), shape)
+        return list(shapes.values())
+    if isinstance(value, str):
+        return value if key == "type" else ""
+    if isinstance(value, bool) or value is None:
+        return value
+    return 0 if isinstance(value, int) else 0.5
+
+
+def _raise_first_error(validator: Draft202012Validator, instance: Any, prefix: tuple[str | int, ...]) -> None:
+    """Raise the most relevant schema error for ``instance`` as a :class:`RequestViolation`."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is None:
+        return
+    pointer = "/" + "/".join(str(part) for part in (*prefix, *error.absolute_path))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - known)
+        if extra:
+            raise RequestViolation(
+                f"'{extra[0]}' is not a valid field for this resource.",
+                pointer=pointer.rstrip("/") + "/" + extra[0],
+            )
+    raise RequestViolation(f"Invalid input: {error.message}", pointer=pointer if pointer != "/" else "/data")
+
+
 class KlaviyoContract:
     """The trimmed schema, compiled into operations and validators.
 
@@ -274,26 +340,34 @@ class KlaviyoContract:
     def check_body(self, operation: Operation, body: Any) -> None:
         """Validate a parsed JSON body against the operation's request schema.
 
+        Large arrays of like items (10,000 profiles in one bulk job) are checked once per distinct
+        item shape rather than item by item; see :func:`_shape` for why that is exact here.
+
         :raises RequestViolation: with a JSON pointer to the first offending place
         """
         if operation.body_schema is None:
             return
         validator = self._validator(operation.body_schema, strict=True)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(body))
-        if error is None:
+        array_path = _BULK_ARRAYS.get(operation.operation_id)
+        items = _lookup(body, array_path) if array_path else None
+        if array_path is None or not isinstance(items, list):
+            _raise_first_error(validator, body, ())
             return
-        pointer = "/" + "/".join(str(part) for part in error.absolute_path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = set(error.schema.get("properties", {}))
-            extra = sorted(set(error.instance) - known)
-            if extra:
-                pointer = pointer.rstrip("/") + "/" + extra[0]
-                raise RequestViolation(
-                    f"'{extra[0]}' is not a valid field for this resource.", pointer=pointer
-                )
-        raise RequestViolation(
-            f"Invalid input: {error.message}", pointer=pointer if pointer != "/" else "/data"
+
+        _raise_first_error(validator, _replace(body, array_path, []), ())
+        item_schema = validator.schema
+        for key in array_path:
+            item_schema = item_schema["properties"][key]
+        item_validator = Draft202012Validator(
+            {**item_schema["items"], "components": validator.schema["components"]}
         )
+        checked: set[str] = set()
+        for index, item in enumerate(items):
+            signature = json.dumps(_shape(item, None), sort_keys=True)
+            if signature in checked:
+                continue
+            _raise_first_error(item_validator, item, (*array_path, index))
+            checked.add(signature)
 
     def response_errors(self, operation: Operation, status: int, body: Any) -> list[str]:
         """Messages for every way a response body breaks the declared response schema."""
