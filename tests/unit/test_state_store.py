@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from airflow_provider_klaviyo_nosto.state_store import StateStore, refuse_local_state_on_distributed_executor
+from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChange, ContactRecord
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
+
+ANA = "ana@example.com"
+BOB = "bob@example.com"
+IN_VIP = ContactRecord(True, ("101",), ("vip",))
+IN_VIP_AND_NEW = ContactRecord(True, ("101", "102"), ("new", "vip"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(f"file://{tmp_path}/state")
+
+
+def _state(contacts: dict[str, ContactRecord], generation: int = 1) -> AppliedState:
+    return AppliedState(
+        list_id="LIST1",
+        list_name="Nosto Customers",
+        property_name="nosto_segment",
+        generation=generation,
+        segments={"101": SegmentState("vip", generation)},
+        contacts=contacts,
+    )
+
+
+def _files(tmp_path: Path) -> list[str]:
+    return sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+
+
+def test_missing_folder_is_the_state_of_a_sync_that_never_ran(store: StateStore) -> None:
+    state, journals = store.load()
+
+    assert state == AppliedState.empty()
+    assert journals == []
+
+
+def test_saved_state_loads_back(store: StateStore) -> None:
+    store.save(_state({ANA: IN_VIP, BOB: IN_VIP_AND_NEW}, generation=4))
+
+    state, _ = store.load()
+
+    assert state == _state({ANA: IN_VIP, BOB: IN_VIP_AND_NEW}, generation=4)
+    assert store.load_meta().generation == 4
+
+
+def test_journals_fold_in_generation_order_and_go_once_saved(store: StateStore, tmp_path: Path) -> None:
+    store.save(_state({ANA: IN_VIP, BOB: IN_VIP}, generation=2))
+    store.write_journal(3, "101", [(ANA, IN_VIP_AND_NEW)])
+    store.write_journal(2, "102", [(ANA, EMPTY_RECORD), (BOB, EMPTY_RECORD)])
+
+    state, journals = store.load()
+    store.save(state, journals)
+
+    assert state.contacts == {ANA: IN_VIP_AND_NEW}
+    assert _files(tmp_path) == ["state/contacts.jsonl.gz", "state/meta.json"]
+
+
+def test_diff_round_trip_and_delete(store: StateStore, tmp_path: Path) -> None:
+    changes = [ContactChange(ANA, IN_VIP, IN_VIP_AND_NEW), ContactChange(BOB, IN_VIP, EMPTY_RECORD)]
+    store.write_diff(5, "101", changes)
+    store.write_progress(5, "101", {"batches": {"0": {"job_id": "JOB1"}}})
+
+    assert store.read_diff(5, "101") == changes
+    store.delete_diff(5, "101")
+    assert _files(tmp_path) == []
+
+
+def test_stale_diffs_go_and_current_ones_stay(store: StateStore, tmp_path: Path) -> None:
+    for generation in (3, 4):
+        store.write_diff(generation, "101", [ContactChange(ANA, EMPTY_RECORD, IN_VIP)])
+        store.write_progress(generation, "101", {"batches": {}})
+
+    store.delete_stale_diffs(below_generation=4)
+
+    assert _files(tmp_path) == ["state/diffs/00000004/101.jsonl.gz", "state/progress/00000004-101.json"]
+
+
+def test_progress_is_empty_until_written_and_overwritten_in_place(store: StateStore, tmp_path: Path) -> None:
+    assert store.read_progress(1, "101") == {}
+
+    store.write_progress(1, "101", {"batches": {"0": {"job_id": "JOB1"}}})
+    store.write_progress(1, "101", {"batches": {"0": {"job_id": "JOB1"}, "1": {"job_id": "JOB2"}}})
+
+    assert store.read_progress(1, "101") == {"batches": {"0": {"job_id": "JOB1"}, "1": {"job_id": "JOB2"}}}
+    assert store.read_progress(1, "102") == {}
+    assert _files(tmp_path) == ["state/progress/00000001-101.json"]
+
+
+@pytest.mark.parametrize(
+    ("state_uri", "executor"),
+    [
+        ("file:///srv/state", "CeleryExecutor"),
+        ("/srv/state", "KubernetesExecutor"),
+        ("file:///srv/state", "LocalExecutor,CeleryExecutor"),
+        ("file:///srv/state", "airflow.providers.celery.executors.celery_executor.CeleryExecutor"),
+    ],
+    ids=["file-uri-celery", "bare-path-kubernetes", "multiple-executors", "executor-by-path"],
+)
+def test_local_state_on_a_distributed_executor_is_refused(state_uri: str, executor: str) -> None:
+    with pytest.raises(KlaviyoConfigError, match="state_uri") as raised:
+        refuse_local_state_on_distributed_executor(state_uri, executor)
+
+    assert state_uri in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("state_uri", "executor"),
+    [("file:///srv/state", "LocalExecutor"), ("s3://aws_default@bucket/state", "CeleryExecutor")],
+    ids=["local-executor", "object-storage"],
+)
+def test_shared_or_single_machine_state_is_accepted(state_uri: str, executor: str) -> None:
+    refuse_local_state_on_distributed_executor(state_uri, executor)
