@@ -1196,6 +1196,12 @@ class KlaviyoSandbox:
             sandbox.account.add_members(record, ids)
             return {"id": record.id, "name": record.name, "members": list(record.members)}
 
+        @app.get("/__sandbox/writes")
+        async def writes(request: Request, since: int = 0) -> dict[str, Any]:
+            require_loopback(request)
+            log = sandbox.account.writes
+            return {"writes": log[since:], "last_seq": len(log)}
+
         @app.get("/__sandbox/requests")
         async def requests_log(request: Request, since: int = 0) -> dict[str, Any]:
             require_loopback(request)

@@ -220,6 +220,8 @@ class KlaviyoAccount:
         self.lists: dict[str, KlaviyoList] = {}
         self.jobs: dict[str, BulkJob] = {}
         self.subscription_calls: list[dict[str, Any]] = []
+        #: every profile write (bulk job entry, PATCH, import, create), so tests can count writes per email
+        self.writes: list[dict[str, Any]] = []
         self._seq = itertools.count(1)
 
     def next_seq(self) -> int:
@@ -290,6 +292,13 @@ class KlaviyoAccount:
             owner = index.get(value) if isinstance(value, str) else None
             if owner is not None and owner != profile.id:
                 raise DuplicateProfile(owner)
+        self.writes.append(
+            {
+                "seq": len(self.writes) + 1,
+                "profile_id": profile.id,
+                "email": attributes.get("email", profile.email),
+            }
+        )
         for name in PROFILE_FIELDS:
             if name not in attributes:
                 continue

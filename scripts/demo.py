@@ -159,7 +159,7 @@ def report(airflow: AirflowEnvironment, klaviyo: str, catalogue: list[dict[str, 
             holders[name] += 1
     print(
         f"\n    Klaviyo now holds: {len(state['profiles'])} profiles; list 'Nosto Customers': "
-        f"{len(lists[0]['profile_ids']) if lists else 0} members"
+        f"{len(lists[0]['members']) if lists else 0} members"
     )
     for segment in catalogue:
         print(f"    {segment['name'][:48]:<48} nosto_segment contains it: {holders[segment['name']]:>6}")

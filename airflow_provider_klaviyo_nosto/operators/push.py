@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import BulkImportJob, BulkImportJobStatus, KlaviyoHook
@@ -55,7 +55,9 @@ class KlaviyoSegmentPushOperator(BaseOperator):
 
     :param push: the spec for this task, from the sync operator's XCom.
     :param klaviyo_conn_id: the ``klaviyo`` connection.
-    :param deferrable: wait for the bulk jobs in the triggerer instead of on the worker.
+    :param deferrable: wait for the bulk jobs in the triggerer instead of on the worker. On by default,
+        unlike Airflow's ``default_deferrable``: a large first sync keeps jobs running for many minutes, and a
+        worker slot held for that long starves the other segments' pushes.
     :param poll_interval: seconds between two looks at the bulk jobs' status.
     :param job_timeout: how long the bulk jobs may take before the task fails (and Airflow may retry it).
     :param max_batch_profiles: profiles per bulk import job, at most Klaviyo's 10,000; smaller jobs make
@@ -70,7 +72,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         *,
         push: PushSpec | dict[str, Any],
         klaviyo_conn_id: str = KlaviyoHook.default_conn_name,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
+        deferrable: bool = True,
         poll_interval: float = 5.0,
         job_timeout: timedelta = timedelta(hours=2),
         max_batch_profiles: int = MAX_BULK_PROFILES,
@@ -115,13 +117,12 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             raise KlaviyoError("The push spec has no Klaviyo list id; re-run the sync task.")
 
         hook = self.make_hook(spec)
-        started = time.monotonic()
         progress = store.read_progress(spec["generation"], spec["key"])
+        progress.setdefault("started_at", time.time())
 
         self.remove_from_address_book(hook, spec, changes, progress, store)
-        batches = self.bulk_batches(spec, changes)
+        batches = self.bulk_batches(spec, changes, progress)
         self.submit_batches(hook, spec, batches, progress, store)
-        progress["seconds"] = progress.get("seconds", 0.0) + time.monotonic() - started
         progress["calls"] = progress.get("calls", 0) + hook.calls_made
         store.write_progress(spec["generation"], spec["key"], progress)
 
@@ -207,21 +208,29 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         if progress.get("removed_from_list") is not None:
             return
         leaving = [change.email for change in changes if change.leaves_address_book]
-        removed = 0
+        deleted: list[str] = []
         if leaving:
             ids = hook.get_profile_ids_by_email(leaving)
             hook.remove_profiles_from_list(spec["list_id"] or "", list(ids.values()))
-            removed = len(ids)
-            if len(ids) < len(leaving):
+            deleted = sorted(set(leaving) - set(ids))
+            if deleted:
                 self.log.info(
-                    "%d contacts leaving the address book have no Klaviyo profile any more; counted as removed.",
-                    len(leaving) - len(ids),
+                    "%d contacts leaving the address book have no Klaviyo profile any more (deleted in "
+                    "Klaviyo); counted as removed, and not re-created.",
+                    len(deleted),
                 )
-        progress["removed_from_list"] = removed
+        progress["removed_from_list"] = len(leaving)
+        # Kept so that the bulk batches, rebuilt when the task resumes, leave these contacts out.
+        progress["deleted_in_klaviyo"] = deleted
         store.write_progress(spec["generation"], spec["key"], progress)
 
-    def bulk_batches(self, spec: PushSpec, changes: Sequence[ContactChange]) -> list[BulkImportBatch]:
-        return plan_bulk_batches(changes, spec["property_name"], max_profiles=self.max_batch_profiles)
+    def bulk_batches(
+        self, spec: PushSpec, changes: Sequence[ContactChange], progress: dict[str, Any]
+    ) -> list[BulkImportBatch]:
+        """Batch the contacts to import; a profile deleted in Klaviyo is never re-created by a removal."""
+        deleted = set(progress.get("deleted_in_klaviyo", ()))
+        to_import = [change for change in changes if change.email not in deleted]
+        return plan_bulk_batches(to_import, spec["property_name"], max_profiles=self.max_batch_profiles)
 
     def submit_batches(
         self,
@@ -283,7 +292,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         cancelled = [job_id for job_id, job in by_id.items() if job.status is BulkImportJobStatus.CANCELLED]
         unconfirmed: set[str] = set()
         if cancelled:
-            batches = self.bulk_batches(spec, changes)
+            batches = self.bulk_batches(spec, changes, progress)
             for index, batch in list(progress.get("batches", {}).items()):
                 if batch.get("job_id") in cancelled:
                     unconfirmed.update(batches[int(index)].emails)
@@ -310,10 +319,9 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             removed_from_list=progress.get("removed_from_list", 0),
             rejected=len(rejected),
             rejected_reasons=dict(Counter(reason.split(":", 1)[0] for reason in rejected.values())),
-            rejected_examples=[mask_email(email) for email in sorted(rejected)[:SAMPLE_SIZE]],
             job_ids=sorted(by_id),
             calls=progress.get("calls", 0) + hook.calls_made,
-            seconds=round(progress.get("seconds", 0.0), 1),
+            seconds=round(time.time() - progress.get("started_at", time.time()), 1),
         )
         if cancelled:
             store.write_progress(spec["generation"], spec["key"], progress)
@@ -354,5 +362,5 @@ class KlaviyoSegmentPushOperator(BaseOperator):
                 "%d contacts were rejected by Klaviyo and will be retried on the next run (%s). Examples: %s",
                 len(rejected),
                 ", ".join(f"{reason}: {count}" for reason, count in summary["rejected_reasons"].items()),
-                ", ".join(summary["rejected_examples"]),
+                ", ".join(mask_email(email) for email in sorted(rejected)[:SAMPLE_SIZE]),
             )

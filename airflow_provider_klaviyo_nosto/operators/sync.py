@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from airflow.sdk import BaseOperator, Variable, conf
+from airflow.providers.common.compat.sdk import BaseOperator, Variable, conf
 
 from airflow_provider_klaviyo_nosto.config import SyncConfig
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
@@ -77,7 +78,7 @@ class NostoSegmentSyncOperator(BaseOperator):
     :param nosto_conn_id: the ``nosto`` connection.
     """
 
-    template_fields: Sequence[str] = ("segment_ids", "dry_run", "allow_removals")
+    template_fields: Sequence[str] = ("segment_ids", "dry_run_requested", "allow_removals")
     ui_color = "#e8f2fd"
 
     def __init__(
@@ -96,7 +97,8 @@ class NostoSegmentSyncOperator(BaseOperator):
         self.config_variable = config_variable
         self.defaults = dict(defaults or {})
         self.segment_ids = segment_ids
-        self.dry_run = dry_run
+        # Not self.dry_run: BaseOperator has a method of that name.
+        self.dry_run_requested = dry_run
         self.allow_removals = allow_removals
         self.klaviyo_conn_id = klaviyo_conn_id
         self.nosto_conn_id = nosto_conn_id
@@ -106,7 +108,7 @@ class NostoSegmentSyncOperator(BaseOperator):
     def execute(self, context: Context) -> list[PushSpec]:
         started = time.monotonic()
         config = self.load_config()
-        dry_run = _as_bool(self.dry_run, "dry_run")
+        dry_run = _as_bool(self.dry_run_requested, "dry_run")
         allow_removals = _as_bool(self.allow_removals, "allow_removals")
 
         nosto = NostoHook(nosto_conn_id=self.nosto_conn_id)
@@ -155,7 +157,17 @@ class NostoSegmentSyncOperator(BaseOperator):
     def load_config(self) -> SyncConfig:
         stored: Any = None
         if self.config_variable:
-            stored = Variable.get(self.config_variable, default=None, deserialize_json=True)
+            # Parsed here rather than with deserialize_json: Airflow treats a value that is not JSON as
+            # missing and moves on, which would silently sync with the DAG defaults only.
+            text = Variable.get(self.config_variable, default=None)
+            if text is not None:
+                try:
+                    stored = json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise KlaviyoConfigError(
+                        f"The Airflow Variable {self.config_variable!r} is not valid JSON ({err.msg} at line "
+                        f"{err.lineno}, column {err.colno}). Fix it in Admin > Variables."
+                    ) from None
         config = SyncConfig.from_mappings(
             self.defaults, stored, source=f"Airflow Variable {self.config_variable!r} (or the DAG defaults)"
         )
@@ -323,11 +335,14 @@ class NostoSegmentSyncOperator(BaseOperator):
                 "Add 'flows:read' to the private key, or set check_flows=false in the sync configuration to "
                 "switch the check off explicitly."
             ) from err
-        firing = [flow for flow in flows if str(flow.get("id")) not in config.allowed_flows]
+        # A draft flow sends nothing; live and manual flows act on every profile the list gains.
+        firing = [
+            flow
+            for flow in flows
+            if flow.get("status") != "draft" and str(flow.get("id")) not in config.allowed_flows
+        ]
         if firing:
-            names = ", ".join(
-                f"{flow.get('attributes', {}).get('name', '?')!r} (id {flow.get('id')})" for flow in firing
-            )
+            names = ", ".join(f"{flow.get('name')!r} (id {flow.get('id')})" for flow in firing)
             raise KlaviyoConfigError(
                 f"Stopped before writing: adding contacts to list {list_id} would trigger the Klaviyo flow(s) "
                 f"{names}, which may send emails. Turn the flow off in Klaviyo, or allow it by adding its id to "

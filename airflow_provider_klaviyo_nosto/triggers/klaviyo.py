@@ -16,6 +16,9 @@ from airflow_provider_klaviyo_nosto.hooks.klaviyo import BulkImportJob, KlaviyoH
 
 EVENT_STATUSES = frozenset({"success", "error", "timeout"})
 
+#: Seconds before the second look at a job; later looks back off to ``poll_interval``.
+FIRST_POLL_DELAY = 1.0
+
 
 def _seconds(value: float | int | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
@@ -100,6 +103,9 @@ class KlaviyoBulkImportJobTrigger(BaseTrigger):
 
         hook = self._hook()
         jobs: dict[str, BulkImportJob] = {}
+        # Small jobs finish within seconds: look again after one second, then twice as long each time,
+        # up to poll_interval, so a short job is not waited on for a whole interval.
+        delay = min(FIRST_POLL_DELAY, self.poll_interval)
         while True:
             for job_id in self.job_ids:
                 if job_id in jobs and jobs[job_id].status.is_terminal:
@@ -120,15 +126,14 @@ class KlaviyoBulkImportJobTrigger(BaseTrigger):
                 )
                 return
 
-            if self.deadline is not None and self._clock() + self.poll_interval > self.deadline:
+            if self.deadline is not None and self._clock() + delay > self.deadline:
                 yield self._event(
                     "timeout", f"Bulk import job(s) {', '.join(pending)} not finished by the deadline", jobs
                 )
                 return
-            self.log.info(
-                "Waiting for %d bulk import job(s); next poll in %.0f s", len(pending), self.poll_interval
-            )
-            await self._sleep(self.poll_interval)
+            self.log.info("Waiting for %d bulk import job(s); next poll in %.0f s", len(pending), delay)
+            await self._sleep(delay)
+            delay = min(delay * 2, self.poll_interval)
 
 
 def validate_bulk_import_event(event: dict[str, Any] | None) -> dict[str, Any]:

@@ -43,6 +43,20 @@ class Sandbox:
         entries: list[dict[str, Any]] = body["requests"] if isinstance(body, dict) else body
         return entries
 
+    def write_mark(self) -> int:
+        """A position in the sandbox's log of profile writes; pass it to :meth:`writes`."""
+        response = requests.get(f"{self.klaviyo}/__sandbox/writes", params={"since": 0}, timeout=60)
+        response.raise_for_status()
+        mark: int = response.json()["last_seq"]
+        return mark
+
+    def writes(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every profile write since ``since`` (bulk import entries, updates), with the email written."""
+        response = requests.get(f"{self.klaviyo}/__sandbox/writes", params={"since": since}, timeout=60)
+        response.raise_for_status()
+        entries: list[dict[str, Any]] = response.json()["writes"]
+        return entries
+
     def add_fault(self, rule: dict[str, Any], *, nosto: bool = False) -> None:
         base = self.nosto if nosto else self.klaviyo
         requests.post(f"{base}/__sandbox/faults", json=rule, timeout=30).raise_for_status()

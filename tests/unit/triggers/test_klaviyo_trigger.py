@@ -121,7 +121,8 @@ class TestRun:
         assert event["jobs"] == [
             {"id": "JOB1", "status": "complete", "total_count": 3, "completed_count": 2, "failed_count": 1}
         ]
-        assert clock.sleeps == [5.0, 5.0]
+        # One second, then doubling towards the 5 s poll interval.
+        assert clock.sleeps == [1.0, 2.0]
         assert [path for _, path, _ in server.requests] == [JOB_PATH] * 3
 
     @pytest.mark.asyncio
