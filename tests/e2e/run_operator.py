@@ -1,10 +1,12 @@
 """
-Run one of the provider's operators in this process, as a worker would, and print its result as JSON.
+Run the provider's operators in this process, as a worker would, and print their results as JSON.
 
 Used by the crash tests, which need a task process they can kill with SIGKILL at a precise moment:
 
     python tests/e2e/run_operator.py plan '<defaults json>'
-    python tests/e2e/run_operator.py push '<push spec json>' [max_batch_profiles]
+    python tests/e2e/run_operator.py push '<list of push specs json>' [max_batch_profiles]
+
+Several push specs run one after the other in the same process, which saves Airflow's start-up time.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ def main(argv: list[str]) -> int:
     if kind == "plan":
         result: Any = NostoSegmentSyncOperator(task_id="plan_sync", defaults=payload).execute(context)
     else:
-        operator = KlaviyoSegmentPushOperator(
-            task_id="push_segment",
-            push=payload,
-            deferrable=False,
-            poll_interval=0.2,
-            max_batch_profiles=int(argv[3]) if len(argv) > 3 else 10_000,
-        )
-        result = operator.execute(context)
+        result = [
+            KlaviyoSegmentPushOperator(
+                task_id="push_segment",
+                push=spec,
+                deferrable=False,
+                poll_interval=0.2,
+                max_batch_profiles=int(argv[3]) if len(argv) > 3 else 10_000,
+            ).execute(context)
+            for spec in payload
+        ]
     print("RESULT-JSON" + json.dumps(result))
     return 0
 

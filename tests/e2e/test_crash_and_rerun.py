@@ -68,7 +68,7 @@ def test_push_killed_after_its_first_job_then_rerun_converges(
         {"kind": "delay", "method": "POST", "path": "/api/profile-bulk-import-jobs", "seconds": 2}
     )
     mark = sandbox.write_mark()
-    worker = start(airflow, "push", json.dumps(biggest), str(BATCH))
+    worker = start(airflow, "push", json.dumps([biggest]), str(BATCH))
     deadline = time.monotonic() + 60
     while not accepted_jobs(sandbox):
         assert time.monotonic() < deadline, "the first bulk job was never accepted"
@@ -77,16 +77,12 @@ def test_push_killed_after_its_first_job_then_rerun_converges(
     worker.wait()
     sandbox.clear_faults()
 
-    rerun = result(start(airflow, "push", json.dumps(biggest), str(BATCH)))
+    rerun, again = result(start(airflow, "push", json.dumps([biggest, biggest]), str(BATCH)))
     assert rerun["written"] == biggest["contacts_to_write"]
-
-    again = result(start(airflow, "push", json.dumps(biggest), str(BATCH)))
     assert again.get("written") is None
     assert again["outcome"] == "nothing_to_do"
 
-    for spec in specs:
-        if spec["key"] != biggest["key"]:
-            result(start(airflow, "push", json.dumps(spec)))
+    result(start(airflow, "push", json.dumps([spec for spec in specs if spec["key"] != biggest["key"]])))
 
     expected = expected_from_export(first / "export.jsonl.gz", chosen_names(first))
     assert_klaviyo_matches(sandbox.state(), expected)
@@ -103,13 +99,11 @@ def test_a_push_run_again_after_success_changes_nothing(
     airflow: AirflowEnvironment, sandbox: Sandbox, generated: tuple[Path, Path]
 ) -> None:
     specs = result(start(airflow, "plan", json.dumps(airflow.config)))
-    for spec in specs:
-        result(start(airflow, "push", json.dumps(spec)))
+    result(start(airflow, "push", json.dumps(specs)))
     before = sandbox.state()
     mark = len(sandbox.requests_log())
 
-    for spec in specs:
-        summary = result(start(airflow, "push", json.dumps(spec)))
+    for summary in result(start(airflow, "push", json.dumps(specs))):
         assert summary["outcome"] == "nothing_to_do"
 
     assert [e for e in sandbox.requests_log(since=mark) if e["method"] != "GET"] == []
