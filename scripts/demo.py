@@ -142,6 +142,11 @@ def load_sandbox(klaviyo: str, nosto: str, data: Path, *, seed_klaviyo: bool) ->
 def report(airflow: AirflowEnvironment, klaviyo: str, catalogue: list[dict[str, Any]]) -> None:
     summaries = [row["value"] for row in airflow.push_summaries() if row["task_id"] == "push_segment"]
     print(
+        "    joined/left: the segment's membership changes. written: contacts this push task wrote; every\n"
+        "    changed contact is written once per run, with its whole value, by one task (the first of its\n"
+        "    changed segments by id), so a task may write contacts of other segments or none at all."
+    )
+    print(
         f"    {'push task':<40} {'joined':>7} {'left':>6} {'written':>8} {'rejected':>8} {'calls':>6} {'s':>6}"
     )
     for summary in sorted(summaries, key=lambda s: str(s.get("segment_name"))):
