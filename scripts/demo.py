@@ -136,38 +136,52 @@ def load_sandbox(klaviyo: str, nosto: str, data: Path, *, seed_klaviyo: bool) ->
         requests.post(f"{klaviyo}/__sandbox/profiles", json=seed, timeout=60).raise_for_status()
         print(f"Klaviyo sandbox seeded with {len(seed)} existing profiles.")
     with gzip.open(data / "export.jsonl.gz", "rt") as lines:
-        print(f"Nosto export {data.name}: {sum(1 for _ in lines)} lines.")
+        print(
+            f"Nosto export {data.name}: {sum(1 for _ in lines)} lines (the generator's line above says how many "
+            "have an unusable email or duplicate another line's; the sync skips or merges those)."
+        )
 
 
 def report(airflow: AirflowEnvironment, klaviyo: str, catalogue: list[dict[str, Any]]) -> None:
     summaries = [row["value"] for row in airflow.push_summaries() if row["task_id"] == "push_segment"]
     print(
-        "    joined/left: the segment's membership changes. written: contacts this push task wrote; every\n"
-        "    changed contact is written once per run, with its whole value, by one task (the first of its\n"
-        "    changed segments by id), so a task may write contacts of other segments or none at all."
+        "    joined/left: how the segment's membership changed. The other columns are the work that push\n"
+        "    task did: every changed contact is written once per run, with its whole value, by one task (its\n"
+        "    first changed segment by id), so a task may write contacts of other segments, or none at all.\n"
+        "    +list/-list: contacts it added to / removed from the 'Nosto Customers' list."
     )
+    columns = ("joined", "left", "written", "added_to_list", "removed_from_list", "rejected", "calls")
     print(
-        f"    {'push task':<40} {'joined':>7} {'left':>6} {'written':>8} {'rejected':>8} {'calls':>6} {'s':>6}"
+        f"    {'push task':<32} {'joined':>7} {'left':>6} {'written':>8} {'+list':>6} {'-list':>6} "
+        f"{'rejected':>8} {'calls':>6} {'seconds':>8}"
     )
+    totals: Counter[str] = Counter()
     for summary in sorted(summaries, key=lambda s: str(s.get("segment_name"))):
+        values = [int(summary.get(column, 0)) for column in columns]
+        totals.update(dict(zip(columns[2:], values[2:], strict=True)))
         print(
-            f"    {str(summary.get('segment_name'))[:40]:<40} {summary.get('joined', 0):>7} "
-            f"{summary.get('left', 0):>6} {summary.get('written', 0):>8} {summary.get('rejected', 0):>8} "
-            f"{summary.get('calls', 0):>6} {summary.get('seconds', 0):>6}"
+            f"    {str(summary.get('segment_name'))[:32]:<32} {values[0]:>7} {values[1]:>6} {values[2]:>8} "
+            f"{values[3]:>6} {values[4]:>6} {values[5]:>8} {values[6]:>6} {summary.get('seconds', 0):>8}"
         )
+    print(
+        f"    {'all tasks':<32} {'':>7} {'':>6} {totals['written']:>8} {totals['added_to_list']:>6} "
+        f"{totals['removed_from_list']:>6} {totals['rejected']:>8} {totals['calls']:>6}"
+    )
 
     state = requests.get(f"{klaviyo}/__sandbox/state", timeout=120).json()
     lists = [item for item in state["lists"] if item["name"] == "Nosto Customers"]
+    members = len(lists[0]["members"]) if lists else 0
     holders: Counter[str] = Counter()
     for profile in state["profiles"]:
         for name in profile.get("properties", {}).get("nosto_segment") or []:
             holders[name] += 1
     print(
-        f"\n    Klaviyo now holds: {len(state['profiles'])} profiles; list 'Nosto Customers': "
-        f"{len(lists[0]['members']) if lists else 0} members"
+        f"\n    Klaviyo now holds {len(state['profiles'])} profiles: {members} in the list 'Nosto Customers', "
+        f"the others are profiles Nosto does not know (or no longer knows)."
     )
+    print("    Profiles whose nosto_segment contains each segment's name:")
     for segment in catalogue:
-        print(f"    {segment['name'][:48]:<48} nosto_segment contains it: {holders[segment['name']]:>6}")
+        print(f"    {segment['name'][:48]:<48} {holders[segment['name']]:>6}")
 
 
 if __name__ == "__main__":
