@@ -408,6 +408,8 @@ class KlaviyoHook(HttpHook):
     #: The API revision every request body here is written for. Changing it is a code change, made
     #: together with the payloads, never a connection setting.
     REVISION = "2026-07-15"
+    #: How many times a bulk import refused for some of its profiles is resent without them.
+    MAX_REFUSAL_ROUNDS = 10
 
     def __init__(
         self,
@@ -967,10 +969,12 @@ class KlaviyoHook(HttpHook):
 
         Klaviyo validates the whole request: one bad profile makes it refuse all of them with a 400
         whose ``source.pointer`` names the profile's index. Those profiles are taken out and the rest
-        sent again, once; a second refusal, or a 400 that names no profile (a bad list id), fails the
-        whole batch. The POST is not repeated after a read timeout or 500/502/504: Klaviyo may have
-        queued the job, and a second job would import the batch twice under an id the caller never
-        learns, so its per-profile errors would never be read.
+        sent again. A refusal may name only some of the bad profiles, so this repeats while each 400
+        names profiles still in the batch, at most :attr:`MAX_REFUSAL_ROUNDS` times: every round sends
+        fewer profiles, so it cannot loop. A 400 that names no profile (a bad list id) fails the whole
+        batch. The POST is not repeated after a read timeout or 500/502/504: Klaviyo may have queued
+        the job, and a second job would import the batch twice under an id the caller never learns,
+        so its per-profile errors would never be read.
 
         :param profiles: JSON:API profile resources (``{"type": "profile", "attributes": {...}}``).
         :param list_id: the list every imported profile joins, or ``None`` for no list.
@@ -979,46 +983,45 @@ class KlaviyoHook(HttpHook):
         if not profiles:
             raise ValueError("submit_bulk_import needs at least one profile")
         path = "/api/profile-bulk-import-jobs"
-        try:
-            document = self.request(
-                "POST", path, json=self._bulk_import_body(profiles, list_id), idempotent=False
+        kept = list(range(len(profiles)))
+        rejected: dict[int, str] = {}
+        for round_number in range(self.MAX_REFUSAL_ROUNDS + 1):
+            try:
+                document = self.request(
+                    "POST",
+                    path,
+                    json=self._bulk_import_body([profiles[i] for i in kept], list_id),
+                    idempotent=False,
+                )
+                return BulkImportSubmission(job_id=_job_id(document), rejected=rejected)
+            except KlaviyoClientError as exc:
+                named = _rejected_profiles(exc) if exc.status == 400 else None
+                if not named or round_number == self.MAX_REFUSAL_ROUNDS:
+                    if not rejected:
+                        raise
+                    # Point back into the caller's list, not the shortened one.
+                    raise KlaviyoClientError(
+                        f"Klaviyo refused the bulk import again after {len(rejected)} refused profiles were "
+                        f"removed: {exc}",
+                        status=exc.status,
+                        code=exc.code,
+                        pointers=[_remap_pointer(p, kept) for p in exc.pointers],
+                    ) from None
+            if any(index >= len(kept) for index in named):
+                raise KlaviyoClientError(
+                    "Klaviyo refused the bulk import naming profiles that were not sent", status=400
+                )
+            rejected.update({kept[index]: reason for index, reason in named.items()})
+            kept = [original for index, original in enumerate(kept) if index not in named]
+            self.log.warning(
+                "Klaviyo refused %d of %d profiles in a bulk import; sending the other %d again",
+                len(named),
+                len(named) + len(kept),
+                len(kept),
             )
-            return BulkImportSubmission(job_id=_job_id(document), rejected={})
-        except KlaviyoClientError as exc:
-            rejected = _rejected_profiles(exc) if exc.status == 400 else None
-            if not rejected:
-                raise
-        if any(index >= len(profiles) for index in rejected):
-            raise KlaviyoClientError(
-                "Klaviyo refused the bulk import naming profiles that were not sent", status=400
-            )
-
-        kept = [index for index in range(len(profiles)) if index not in rejected]
-        self.log.warning(
-            "Klaviyo refused %d of %d profiles in a bulk import; sending the other %d again",
-            len(rejected),
-            len(profiles),
-            len(kept),
-        )
-        if not kept:
-            return BulkImportSubmission(job_id=None, rejected=rejected)
-        try:
-            document = self.request(
-                "POST",
-                path,
-                json=self._bulk_import_body([profiles[i] for i in kept], list_id),
-                idempotent=False,
-            )
-        except KlaviyoClientError as exc:
-            # Point back into the caller's list, not the shortened one.
-            pointers = [_remap_pointer(p, kept) for p in exc.pointers]
-            raise KlaviyoClientError(
-                f"Klaviyo refused the bulk import again after {len(rejected)} refused profiles were removed: {exc}",
-                status=exc.status,
-                code=exc.code,
-                pointers=pointers,
-            ) from None
-        return BulkImportSubmission(job_id=_job_id(document), rejected=rejected)
+            if not kept:
+                break
+        return BulkImportSubmission(job_id=None, rejected=rejected)
 
     def get_bulk_import_job(self, job_id: str) -> BulkImportJob:
         """Return a bulk import job's status and counts.

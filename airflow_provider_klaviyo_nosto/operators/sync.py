@@ -111,13 +111,13 @@ class NostoSegmentSyncOperator(BaseOperator):
         dry_run = _as_bool(self.dry_run_requested, "dry_run")
         allow_removals = _as_bool(self.allow_removals, "allow_removals")
 
-        nosto = NostoHook(nosto_conn_id=self.nosto_conn_id)
-        chosen = self.resolve_chosen_segments(config, nosto.get_segments())
-        refresh = self.resolve_narrowing(chosen)
-
         store = StateStore(config.state_uri)
         applied, folded_journals = store.load()
         self.check_names_unchanged(config, applied)
+
+        nosto = NostoHook(nosto_conn_id=self.nosto_conn_id)
+        chosen = self.resolve_chosen_segments(config, nosto.get_segments(), applied)
+        refresh = self.resolve_narrowing(chosen)
 
         snapshot = self.read_export(nosto, config)
         plan = plan_sync(snapshot, chosen, applied, refresh=refresh)
@@ -183,8 +183,16 @@ class NostoSegmentSyncOperator(BaseOperator):
         )
         return config
 
-    def resolve_chosen_segments(self, config: SyncConfig, catalogue: Sequence[Segment]) -> list[Segment]:
-        """Match the configured segments (ids, or names resolved to ids) against Nosto's catalogue."""
+    def resolve_chosen_segments(
+        self, config: SyncConfig, catalogue: Sequence[Segment], applied: AppliedState
+    ) -> list[Segment]:
+        """
+        Match the configured segments (ids, or names resolved to ids) against Nosto's catalogue.
+
+        A segment configured by name keeps the id it was resolved to once applied, so that renaming it
+        in Nosto does not stop the sync.
+        """
+        applied_names = {state.name: segment_id for segment_id, state in applied.segments.items()}
         by_id = {segment.id: segment for segment in catalogue}
         by_name: dict[str, list[Segment]] = {}
         for segment in catalogue:
@@ -200,6 +208,16 @@ class NostoSegmentSyncOperator(BaseOperator):
                 self.log.info(
                     "Segment name %r resolved to id %s; prefer the id in the configuration.",
                     wanted,
+                    segment.id,
+                )
+                chosen[segment.id] = segment
+            elif wanted not in by_name and applied_names.get(wanted) in by_id:
+                segment = by_id[applied_names[wanted]]
+                self.log.warning(
+                    "Segment %r is now named %r in Nosto; syncing it by its id %s. Put the id in the "
+                    "configuration.",
+                    wanted,
+                    segment.name,
                     segment.id,
                 )
                 chosen[segment.id] = segment
@@ -242,14 +260,16 @@ class NostoSegmentSyncOperator(BaseOperator):
         ):
             if old is not None and old != new:
                 raise KlaviyoConfigError(
-                    f"The configured {label} is {new!r} but the applied state was written with {old!r}. Put "
-                    f"{old!r} back in the configuration, or migrate (see the docs) before syncing with {new!r}."
+                    f"The configured {label} is {new!r} but the applied state in {config.state_uri} was "
+                    f"written with {old!r}. Put {old!r} back in the configuration; or, to start over with "
+                    f"{new!r}, point 'state_uri' at a new, empty folder: the next run then writes every "
+                    f"contact again (what was written under {old!r} stays in Klaviyo)."
                 )
 
     def read_export(self, nosto: NostoHook, config: SyncConfig) -> ExportSnapshot:
         with nosto.open_export(config.export_uri or None) as raw:
             snapshot = read_export(open_export_stream(raw), segments_key=config.segments_key)
-        require_contacts(snapshot)
+        require_contacts(snapshot, config.segments_key)
         self.log.info(
             "Export: %d lines, %d contacts, %d lines merged as duplicates of another line's email.",
             snapshot.lines,
@@ -269,8 +289,10 @@ class NostoSegmentSyncOperator(BaseOperator):
 
     def report(self, plan: SyncPlan, chosen: Sequence[Segment], *, dry_run: bool) -> None:
         verb = "would" if dry_run else "will"
+        per_segment = {warning for diff in plan.segment_diffs.values() for warning in diff.warnings}
         for warning in plan.warnings:
-            self.log.warning("%s", warning)
+            if warning not in per_segment:
+                self.log.warning("%s", warning)
         book = plan.address_book
         self.log.info(
             "Address book: %d -> %d contacts (%s add %d, remove %d).",
@@ -311,8 +333,10 @@ class NostoSegmentSyncOperator(BaseOperator):
             if klaviyo.get_list(applied.list_id) is not None:
                 return applied.list_id
             raise KlaviyoError(
-                f"The Klaviyo list {applied.list_id} ({config.list_name!r}) that this sync created no longer "
-                "exists. Recreate the address book with a full resync (see the docs), or restore the list."
+                f"The Klaviyo list {applied.list_id} ({config.list_name!r}) that this sync writes to no longer "
+                "exists. To rebuild the address book, point 'state_uri' in the sync configuration at a new, "
+                f"empty folder (or delete {config.state_uri}): the next run then creates the list again and "
+                "writes every contact."
             )
         found = klaviyo.find_list_by_name(config.list_name)
         if found:

@@ -120,7 +120,11 @@ def _canonical_domain(domain: str) -> str:
         if not _LDH_LABEL.fullmatch(label):
             raise InvalidEmail("invalid character in domain")
     tld = labels[-1]
-    if not (_ALPHA_TLD.fullmatch(tld) or tld.startswith("xn--")):
+    if tld.startswith("xn--"):
+        # Klaviyo documents no validator; integrators report it refusing anything but letters in the
+        # top-level domain, and one refused address fails a whole bulk import, so these are not sent.
+        raise InvalidEmail("internationalised top-level domain, which Klaviyo refuses")
+    if not _ALPHA_TLD.fullmatch(tld):
         raise InvalidEmail("invalid top-level domain")
     return ascii_domain
 

@@ -24,6 +24,10 @@ class EmptyExportError(ValueError):
     """The export holds no valid contact; syncing it would empty the address book."""
 
 
+class IncompleteExportError(ValueError):
+    """The export is cut off, or carries no segments under the configured key; syncing it would remove contacts."""
+
+
 @dataclass
 class ExportSnapshot:
     """What one export file says, reduced to normalised contacts and counts of what was skipped.
@@ -39,6 +43,8 @@ class ExportSnapshot:
         were added to the first line's.
     :param invalid_samples: a few masked examples of invalid emails with their line numbers.
     :param truncated: the file ended mid-line or mid-gzip-stream, so contacts may be missing.
+    :param lines_with_segments_key: lines that carry the configured segments key at all; none at all
+        means the key is misconfigured, not that nobody is in a segment.
     """
 
     contacts: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -48,6 +54,7 @@ class ExportSnapshot:
     duplicates_merged: int = 0
     invalid_samples: list[str] = field(default_factory=list)
     truncated: bool = False
+    lines_with_segments_key: int = 0
 
     @property
     def invalid_count(self) -> int:
@@ -98,7 +105,8 @@ def read_export(stream: IO[bytes], segments_key: str = "nosto_segments") -> Expo
             if not line.endswith(b"\n"):
                 snapshot.truncated = True
             continue
-        raw_email, names = parsed
+        raw_email, names, has_key = parsed
+        snapshot.lines_with_segments_key += has_key
 
         try:
             email = normalise_email(raw_email)
@@ -115,14 +123,29 @@ def read_export(stream: IO[bytes], segments_key: str = "nosto_segments") -> Expo
     return snapshot
 
 
-def require_contacts(snapshot: ExportSnapshot) -> ExportSnapshot:
-    """Return ``snapshot`` if it holds at least one valid contact, else raise :class:`EmptyExportError`.
+def require_contacts(snapshot: ExportSnapshot, segments_key: str = "nosto_segments") -> ExportSnapshot:
+    """Return ``snapshot`` if it is complete and holds at least one valid contact.
 
-    An empty export most likely means Nosto produced a broken file; syncing it would remove
-    everyone from the address book.
+    An empty, cut-off or key-less export most likely means Nosto (or the transfer) produced a broken
+    file; syncing it would remove contacts from the address book or their segments.
 
     :param snapshot: the parsed export.
+    :param segments_key: the configured segments key, named in the error when no line carries it.
+    :raises IncompleteExportError: when the file is cut off or no line carries ``segments_key``.
+    :raises EmptyExportError: when no line holds a usable contact.
     """
+    if snapshot.truncated:
+        raise IncompleteExportError(
+            f"the export ends in the middle of a line or of its gzip stream after {snapshot.lines} lines, so "
+            "contacts are missing; nothing was written. Check the export's source and run again once the "
+            "file is complete"
+        )
+    if snapshot.contacts and not snapshot.lines_with_segments_key:
+        raise IncompleteExportError(
+            f"no line of the export carries the segments key {segments_key!r}, so every contact would "
+            "lose its segments; nothing was written. Set 'segments_key' in the sync configuration to the "
+            "identifier chosen in Nosto's Segment Export settings"
+        )
     if not snapshot.contacts:
         raise EmptyExportError(
             f"the export holds no valid contact ({snapshot.lines} lines, "
@@ -143,7 +166,7 @@ def _lines(stream: IO[bytes], snapshot: ExportSnapshot) -> Iterator[tuple[int, b
         snapshot.truncated = True
 
 
-def _parse_line(line: bytes, segments_key: str) -> tuple[object, frozenset[str]] | None:
+def _parse_line(line: bytes, segments_key: str) -> tuple[object, frozenset[str], bool] | None:
     try:
         entry = json.loads(line)
     except ValueError:
@@ -156,7 +179,7 @@ def _parse_line(line: bytes, segments_key: str) -> tuple[object, frozenset[str]]
     raw_email = entry["email"]
     if not isinstance(raw_email, str):
         return None
-    return raw_email, frozenset(names)
+    return raw_email, frozenset(names), segments_key in entry
 
 
 def _count_invalid(snapshot: ExportSnapshot, line_number: int, raw_email: object, reason: str) -> None:

@@ -36,7 +36,7 @@ def canonical_email(raw: object) -> str | None:
     if not all(_LABEL.match(label) for label in labels):
         return None
     tld = labels[-1]
-    if not (tld.isalpha() and len(tld) >= 2) and not tld.startswith("xn--"):
+    if not (tld.isascii() and tld.isalpha() and len(tld) >= 2):
         return None
     return f"{local}@{domain}"
 

@@ -320,7 +320,8 @@ class TestBulkImport:
         resent = requests_mock.request_history[1].json()["data"]["attributes"]["profiles"]["data"]
         assert resent == [PROFILES[0], PROFILES[2], PROFILES[3]]
 
-    def test_second_refusal_fails_with_original_indexes(self, hook, requests_mock):
+    def test_a_second_refusal_strips_that_profile_too_with_original_indexes(self, hook, requests_mock):
+        # Klaviyo may name one bad profile per refusal; two bad addresses must not block the batch.
         requests_mock.post(
             JOBS,
             [
@@ -332,12 +333,33 @@ class TestBulkImport:
                     "status_code": 400,
                     "json": _error(400, pointer="/data/attributes/profiles/data/1/attributes/email"),
                 },
+                {"status_code": 202, "json": {"data": {"type": "profile-bulk-import-job", "id": "JOB9"}}},
             ],
         )
-        with pytest.raises(KlaviyoClientError) as err:
-            hook.submit_bulk_import(PROFILES, "L1")
-        assert requests_mock.call_count == 2
-        assert err.value.pointers == ["/data/attributes/profiles/data/2/attributes/email"]
+
+        submission = hook.submit_bulk_import(PROFILES, "L1")
+
+        assert requests_mock.call_count == 3
+        assert submission.job_id == "JOB9"
+        assert sorted(submission.rejected) == [1, 2]
+        resent = requests_mock.request_history[2].json()["data"]["attributes"]["profiles"]["data"]
+        assert resent == [PROFILES[0], PROFILES[3]]
+
+    def test_refusal_rounds_are_bounded(self, hook, requests_mock):
+        many = [{"type": "profile", "attributes": {"email": f"user{n}@example.com"}} for n in range(50)]
+        requests_mock.post(
+            JOBS,
+            status_code=400,
+            json=_error(400, pointer="/data/attributes/profiles/data/0/attributes/email"),
+        )
+
+        with pytest.raises(KlaviyoClientError, match="refused the bulk import again") as err:
+            hook.submit_bulk_import(many, "L1")
+
+        assert requests_mock.call_count == KlaviyoHook.MAX_REFUSAL_ROUNDS + 1
+        assert err.value.pointers == [
+            f"/data/attributes/profiles/data/{KlaviyoHook.MAX_REFUSAL_ROUNDS}/attributes/email"
+        ]
 
     def test_unattributable_400_fails_whole_batch(self, hook, requests_mock):
         requests_mock.post(

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.sync.export import IncompleteExportError
+from airflow_provider_klaviyo_nosto.sync.model import Segment
 from tests.unit.operators.world import KLAVIYO_WRITES, NEW, VIP, SyncWorld, spec_for
 
 ANA = "ana@example.com"
@@ -180,3 +184,44 @@ def test_name_changed_since_the_applied_state_stops_naming_both(
 
     assert old in str(raised.value)
     assert new in str(raised.value)
+
+
+# -- review findings: renames of name-configured segments, deleted list, cut-off export ---------------
+
+
+def test_segment_configured_by_name_survives_its_rename_in_nosto(world: SyncWorld) -> None:
+    world.configure(segments=["vip"])
+    world.apply({ANA: ["vip"], BOB: ["vip"]})
+    renamed = Segment(VIP.id, "VIP customers")
+    world.nosto.get_segments.return_value = [renamed, NEW]
+    world.export({ANA: ["VIP customers"], BOB: ["VIP customers"]})
+
+    specs = world.sync()
+
+    # Same id, new name: nobody leaves; every member's value carries the new name.
+    assert spec_for(specs, VIP.id)["left"] == 0
+    assert world.diffs(specs)[VIP.id] == {ANA: ["VIP customers"], BOB: ["VIP customers"]}
+
+
+def test_deleted_address_book_list_says_how_to_rebuild_it(world: SyncWorld) -> None:
+    world.apply({ANA: ["vip"]})
+    world.klaviyo.get_list.return_value = None
+    world.export({ANA: ["vip"], BOB: ["vip"]})
+
+    with pytest.raises(
+        KlaviyoError, match="point 'state_uri' in the sync configuration at a new, empty folder"
+    ):
+        world.sync()
+
+
+def test_cut_off_export_stops_before_anything_is_written(world: SyncWorld) -> None:
+    world.apply({ANA: ["vip"], BOB: ["vip"]})
+    data = b'{"email": "ana@example.com", "nosto_segments": ["vip"]}\n{"email": "bob@exa'
+    world.nosto.open_export.side_effect = lambda uri=None: contextlib.nullcontext(io.BytesIO(data))
+    before = world.files()
+
+    with pytest.raises(IncompleteExportError, match="middle of a line"):
+        world.sync()
+
+    assert world.files() == before
+    assert all(not getattr(world.klaviyo, name).called for name in KLAVIYO_WRITES)

@@ -9,6 +9,7 @@ import pytest
 from airflow_provider_klaviyo_nosto.sync.export import (
     EmptyExportError,
     ExportSnapshot,
+    IncompleteExportError,
     open_export_stream,
     read_export,
     require_contacts,
@@ -185,3 +186,44 @@ def test_export_with_contacts_is_accepted() -> None:
     snapshot = _read(EXPORT)
 
     assert require_contacts(snapshot) is snapshot
+
+
+def test_export_cut_mid_line_is_refused_before_anything_is_planned() -> None:
+    body = b'{"email": "ana@example.com", "nosto_segments": ["vip"]}\n{"email": "bob@exa'
+
+    snapshot = read_export(io.BytesIO(body))
+
+    with pytest.raises(IncompleteExportError, match="middle of a line"):
+        require_contacts(snapshot)
+
+
+def test_export_cut_mid_gzip_stream_is_refused() -> None:
+    lines = b"".join(
+        b'{"email": "user%d@example.com", "nosto_segments": ["vip"]}\n' % number for number in range(2000)
+    )
+    compressed = gzip.compress(lines)
+
+    snapshot = read_export(open_export_stream(io.BytesIO(compressed[: len(compressed) * 3 // 4])))
+
+    assert snapshot.contacts, "what was read before the cut stays readable"
+    with pytest.raises(IncompleteExportError, match="gzip"):
+        require_contacts(snapshot)
+
+
+def test_export_without_the_configured_segments_key_names_the_setting() -> None:
+    body = (
+        b'{"email": "ana@example.com", "segments": ["vip"]}\n{"email": "bob@example.com", "segments": []}\n'
+    )
+
+    snapshot = read_export(io.BytesIO(body), segments_key="nosto_segments")
+
+    with pytest.raises(IncompleteExportError, match="segments_key"):
+        require_contacts(snapshot, "nosto_segments")
+
+
+def test_contacts_in_no_segment_are_fine_when_others_carry_the_key() -> None:
+    body = b'{"email": "ana@example.com", "nosto_segments": ["vip"]}\n{"email": "bob@example.com"}\n'
+
+    snapshot = require_contacts(read_export(io.BytesIO(body)))
+
+    assert snapshot.contacts == {"ana@example.com": frozenset({"vip"}), "bob@example.com": frozenset()}
