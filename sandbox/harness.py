@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -168,6 +169,39 @@ class AirflowEnvironment:
                 with contextlib.suppress(json.JSONDecodeError):
                     row["value"] = json.loads(row["value"])
         return rows
+
+
+def generate_data(out: Path, *, contacts: int, segments: int, seed: int) -> Path:
+    """Generate an export, its catalogue and pre-existing Klaviyo profiles into ``out`` (the CLI's files)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "generate",
+            "--contacts",
+            str(contacts),
+            "--segments",
+            str(segments),
+        ]
+        + ["--seed", str(seed), "--out", str(out)],
+        check=True,
+        cwd=REPO,
+    )
+    return out
+
+
+def evolve_data(first: Path, out: Path, *, seed: int) -> Path:
+    """Write into ``out`` the next day's export of ``first`` (joins, leaves, moves, contacts gone) and its catalogue."""
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "sandbox", "evolve", "--in", str(first / "export.jsonl.gz")]
+        + ["--out", str(out / "export.jsonl.gz"), "--seed", str(seed)],
+        check=True,
+        cwd=REPO,
+    )
+    shutil.copy(first / "catalogue.json", out / "catalogue.json")
+    return out
 
 
 def _tail(text: str, lines: int = 40) -> str:

@@ -16,7 +16,6 @@ import argparse
 import gzip
 import json
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from typing import Any
 
 import requests
 
-from sandbox.harness import REPO, AirflowEnvironment
+from sandbox.harness import REPO, AirflowEnvironment, evolve_data, generate_data
 from sandbox.runner import running_sandbox
 
 
@@ -46,7 +45,7 @@ def main() -> int:
 
     with running_sandbox() as urls:
         print(f"Sandbox: Klaviyo at {urls.klaviyo}, Nosto at {urls.nosto}")
-        first = generate(workdir / "export-1", contacts=args.contacts, segments=args.segments)
+        first = generate_data(workdir / "export-1", contacts=args.contacts, segments=args.segments, seed=1)
         catalogue = json.loads((first / "catalogue.json").read_text())
         load_sandbox(urls.klaviyo, urls.nosto, first, seed_klaviyo=True)
 
@@ -64,7 +63,7 @@ def main() -> int:
 
         for number, export_dir in ((1, first), (2, None)):
             if export_dir is None:
-                export_dir = evolve(first, workdir / "export-2")
+                export_dir = evolve_data(first, workdir / "export-2", seed=2)
                 load_sandbox(urls.klaviyo, urls.nosto, export_dir, seed_klaviyo=False)
             print(f"\n=== Run {number}: airflow dags test nosto_klaviyo_segment_sync")
             run_started = time.monotonic()
@@ -78,50 +77,6 @@ def main() -> int:
 
     print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
     return 0
-
-
-def generate(out: Path, *, contacts: int, segments: int) -> Path:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "generate",
-            "--contacts",
-            str(contacts),
-            "--segments",
-            str(segments),
-            "--seed",
-            "1",
-            "--out",
-            str(out),
-        ],
-        check=True,
-        cwd=REPO,
-    )
-    return out
-
-
-def evolve(first: Path, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "evolve",
-            "--in",
-            str(first / "export.jsonl.gz"),
-            "--out",
-            str(out / "export.jsonl.gz"),
-            "--seed",
-            "2",
-        ],
-        check=True,
-        cwd=REPO,
-    )
-    shutil.copy(first / "catalogue.json", out / "catalogue.json")
-    return out
 
 
 def load_sandbox(klaviyo: str, nosto: str, data: Path, *, seed_klaviyo: bool) -> None:

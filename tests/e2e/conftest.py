@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox.harness import REPO, AirflowEnvironment
+from sandbox.harness import AirflowEnvironment, evolve_data, generate_data
 from sandbox.runner import running_sandbox
 
 #: Small enough that the whole end-to-end suite stays within minutes, large enough for several bulk jobs.
@@ -84,43 +82,8 @@ def sandbox() -> Iterator[Sandbox]:
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A first export (with catalogue and existing Klaviyo profiles) and an evolved second export."""
     root = tmp_path_factory.mktemp("exports")
-    first = root / "first"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "generate",
-            "--contacts",
-            str(CONTACTS),
-            "--segments",
-            str(SEGMENTS),
-            "--seed",
-            "7",
-            "--out",
-            str(first),
-        ],
-        check=True,
-        cwd=REPO,
-    )
-    second = root / "second"
-    second.mkdir()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "evolve",
-            "--in",
-            str(first / "export.jsonl.gz"),
-            "--out",
-            str(second / "export.jsonl.gz"),
-            "--seed",
-            "8",
-        ],
-        check=True,
-        cwd=REPO,
-    )
+    first = generate_data(root / "first", contacts=CONTACTS, segments=SEGMENTS, seed=7)
+    second = evolve_data(first, root / "second", seed=8)
     return first, second / "export.jsonl.gz"
 
 
