@@ -99,6 +99,21 @@ class StateStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_atomically("meta.json", lambda s: s.write(state_files.dump_meta(state)))
 
+    # -- stored spellings of emails ------------------------------------------------------------------
+
+    def read_email_aliases(self) -> tuple[str | None, dict[str, str]]:
+        """Return the last profile scan's watermark and ``{normalised email: Klaviyo's spelling}``."""
+        path = self.root / "email-aliases.json"
+        if not path.exists():
+            return None, {}
+        loaded = json.loads(path.read_text())
+        return loaded.get("scanned_at"), dict(loaded.get("aliases", {}))
+
+    def write_email_aliases(self, scanned_at: str, aliases: dict[str, str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"scanned_at": scanned_at, "aliases": aliases}, sort_keys=True).encode()
+        self._write_atomically("email-aliases.json", lambda s: s.write(body))
+
     # -- diffs ---------------------------------------------------------------------------------------
 
     def diff_path(self, generation: int, key: str) -> ObjectStoragePath:

@@ -888,6 +888,23 @@ class KlaviyoHook(HttpHook):
                 found[wanted[email.lower()]] = profile["id"]
         return found
 
+    def iter_profile_emails(self, updated_after: str | None = None) -> Iterator[str]:
+        """Yield the email of every profile in the account, or of those updated after a moment.
+
+        Used to find profiles whose stored email differs from its normalised form only in letter case:
+        Klaviyo's filters match emails exactly, so such a profile cannot be found by looking up the
+        normalised address.
+
+        :param updated_after: an ISO 8601 timestamp; ``None`` scans every profile.
+        """
+        params: dict[str, Any] = {"fields[profile]": "email", "page[size]": PAGE_SIZE}
+        if updated_after:
+            params["filter"] = f"greater-than(updated,{updated_after})"
+        for profile in self.paginate("/api/profiles", params):
+            email = _attr(profile, "email")
+            if isinstance(email, str):
+                yield email
+
     def iter_profiles(self, emails: Iterable[str], property_name: str) -> Iterator[tuple[str, str, Any]]:
         """Yield ``(email, profile id, current value of the property)`` for a full resync.
 

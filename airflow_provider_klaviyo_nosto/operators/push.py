@@ -210,9 +210,11 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         leaving = [change.email for change in changes if change.leaves_address_book]
         deleted: list[str] = []
         if leaving:
-            ids = hook.get_profile_ids_by_email(leaving)
+            _, aliases = store.read_email_aliases()
+            stored = {aliases.get(email, email): email for email in leaving}
+            ids = hook.get_profile_ids_by_email(list(stored))
             hook.remove_profiles_from_list(spec["list_id"] or "", list(ids.values()))
-            deleted = sorted(set(leaving) - set(ids))
+            deleted = sorted(set(leaving) - {stored[email] for email in ids})
             if deleted:
                 self.log.info(
                     "%d contacts leaving the address book have no Klaviyo profile any more (deleted in "
@@ -242,10 +244,14 @@ class KlaviyoSegmentPushOperator(BaseOperator):
     ) -> None:
         """Submit every batch not yet accepted, recording each job id the moment Klaviyo accepts it."""
         recorded: dict[str, Any] = progress.setdefault("batches", {})
+        _, aliases = store.read_email_aliases()
         for index, batch in enumerate(batches):
             if str(index) in recorded:
                 continue
             profiles = [profile_payload(change, spec["property_name"]) for change in batch.changes]
+            for profile, change in zip(profiles, batch.changes, strict=True):
+                # An existing profile whose stored email differs only in case is written under that spelling.
+                profile["attributes"]["email"] = aliases.get(change.email, change.email)
             submission = hook.submit_bulk_import(profiles, spec["list_id"] if batch.add_to_list else None)
             rejected = {batch.changes[i].email: reason for i, reason in submission.rejected.items()}
             recorded[str(index)] = {"job_id": submission.job_id, "rejected": rejected}
@@ -297,11 +303,14 @@ class KlaviyoSegmentPushOperator(BaseOperator):
                 if batch.get("job_id") in cancelled:
                     unconfirmed.update(batches[int(index)].emails)
                     del progress["batches"][index]
+        _, aliases = store.read_email_aliases()
+        normalised = {stored: email for email, stored in aliases.items()}
         for job in jobs:
             if job.failed_count and job.status is BulkImportJobStatus.COMPLETE:
                 for error in hook.iter_bulk_import_errors(job.id):
                     if error.email:
-                        rejected[error.email] = f"{error.code}: {error.detail}"
+                        email = normalised.get(error.email, error.email)
+                        rejected[email] = f"{error.code}: {error.detail}"
 
         confirmed = [
             (change.email, change.new)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.providers.common.compat.sdk import BaseOperator, Variable, conf
@@ -19,6 +20,7 @@ from airflow_provider_klaviyo_nosto.state_store import (
     default_state_uri,
     refuse_local_state_on_distributed_executor,
 )
+from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email
 from airflow_provider_klaviyo_nosto.sync.export import (
     ExportSnapshot,
     open_export_stream,
@@ -149,6 +151,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         if plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values()):
             self.check_flows(klaviyo, config, list_id)
 
+        self.find_email_aliases(klaviyo, store, plan)
         self.record_plan(store, applied, plan, config, list_id, folded_journals)
         specs = self.push_specs(plan, chosen, config, list_id=list_id, dry_run=False)
         self.log.info("Planned generation %d in %.1f s.", plan.generation, time.monotonic() - started)
@@ -372,6 +375,39 @@ class NostoSegmentSyncOperator(BaseOperator):
                 f"{names}, which may send emails. Turn the flow off in Klaviyo, or allow it by adding its id to "
                 "'allowed_flows' in the sync configuration."
             )
+
+    def find_email_aliases(self, klaviyo: KlaviyoHook, store: StateStore, plan: SyncPlan) -> None:
+        """
+        Learn how Klaviyo spells the emails of existing profiles that differ from ours only in case.
+
+        Klaviyo matches emails exactly and does not say whether it folds case, so a profile stored as
+        ``Ana@Example.com`` before this sync existed would get a twin ``ana@example.com``. The push tasks
+        write such contacts with Klaviyo's spelling instead. The first scan reads every profile's email;
+        later ones only profiles updated since, and only when contacts are joining the address book.
+        """
+        if not any(
+            change.joins_address_book for changes in plan.changes_by_key.values() for change in changes
+        ):
+            return
+        scanned_at, aliases = store.read_email_aliases()
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        scanned = 0
+        for stored in klaviyo.iter_profile_emails(updated_after=scanned_at):
+            scanned += 1
+            try:
+                normalised = normalise_email(stored)
+            except InvalidEmail:
+                continue
+            if normalised != stored:
+                aliases[normalised] = stored
+        store.write_email_aliases(started, aliases)
+        self.log.info(
+            "Read the emails of %d Klaviyo profiles (%s); %d are stored with other letter case than the "
+            "export's and are written with Klaviyo's spelling.",
+            scanned,
+            f"updated since {scanned_at}" if scanned_at else "all profiles, first sync",
+            len(aliases),
+        )
 
     def record_plan(
         self,

@@ -244,3 +244,32 @@ def test_deferrable_push_waits_in_the_triggerer_and_finishes_on_success(world: S
     assert summary["written"] == 2
     assert set(world.journal(1, VIP.id)) == {ANA, BOB}
     world.klaviyo.get_bulk_import_job.assert_not_called()
+
+
+# -- profiles stored with other letter case -----------------------------------------------------------
+
+
+def test_existing_profile_spelled_with_capitals_is_written_under_its_spelling(world: SyncWorld) -> None:
+    world.klaviyo.iter_profile_emails.side_effect = lambda updated_after=None: iter(
+        ["Ana@Example.com", "someone.else@example.com"]
+    )
+    world.export({ANA: ["vip"], BOB: ["vip"]})
+
+    specs = world.sync()
+    world.push(spec_for(specs, VIP.id))
+
+    sent = world.klaviyo.submit_bulk_import.call_args.args[0]
+    assert sorted(profile["attributes"]["email"] for profile in sent) == ["Ana@Example.com", BOB]
+    # The applied state keeps the normalised address.
+    assert set(world.journal(1, VIP.id)) == {ANA, BOB}
+
+
+def test_later_profile_scans_only_read_profiles_updated_since(world: SyncWorld) -> None:
+    world.klaviyo.iter_profile_emails.side_effect = lambda updated_after=None: iter([])
+    world.apply({ANA: ["vip"]})
+    world.export({ANA: ["vip"], BOB: ["vip"]})
+
+    world.sync()
+
+    (call,) = world.klaviyo.iter_profile_emails.call_args_list
+    assert call.kwargs["updated_after"] is not None
