@@ -243,15 +243,8 @@ class KlaviyoAccount:
 
     def owner_of(self, attributes: dict[str, Any]) -> str | None:
         """The id of a profile holding any identifier in ``attributes``, if any."""
-        for key, index in (
-            ("email", self.by_email),
-            ("external_id", self.by_external_id),
-            ("phone_number", self.by_phone),
-        ):
-            value = attributes.get(key)
-            if isinstance(value, str) and value in index:
-                return index[value]
-        return None
+        profile = self.find_profile(attributes)
+        return profile.id if profile else None
 
     def create_profile(self) -> Profile:
         moment = now_utc()
