@@ -95,10 +95,6 @@ class StateStore:
         for journal in folded_journals:
             journal.unlink(missing_ok=True)
 
-    def save_meta(self, state: AppliedState) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._write_atomically("meta.json", lambda s: s.write(state_files.dump_meta(state)))
-
     # -- stored spellings of emails ------------------------------------------------------------------
 
     def read_email_aliases(self) -> tuple[str | None, dict[str, str]]:

@@ -326,30 +326,6 @@ def fold_journals(
     return applied
 
 
-def dump_marker(generation: int) -> bytes:
-    """Return the bytes of ``markers/<key>.json``, written once a key's diff is applied.
-
-    :param generation: the applied diff's generation.
-    """
-    return json.dumps({"generation": generation}).encode("ascii")
-
-
-def load_marker(data: bytes, *, part: str = "marker") -> int:
-    """Return the generation recorded in a marker file.
-
-    :param data: the file's bytes.
-    :param part: the file's name, used in errors.
-    """
-    try:
-        document = json.loads(data)
-    except ValueError:
-        raise StateFileError(part, None, "not JSON") from None
-    if not isinstance(document, dict) or not _is_int(document.get("generation")):
-        raise StateFileError(part, None, 'expected {"generation": <integer>}')
-    generation: int = document["generation"]
-    return generation
-
-
 def _record_json(record: ContactRecord) -> str:
     """Return the record's three line items, comma-separated, to be spliced into a line's array."""
     return json.dumps(

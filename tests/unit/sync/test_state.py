@@ -11,11 +11,9 @@ from airflow_provider_klaviyo_nosto.sync.state import (
     SegmentState,
     StateFileError,
     diff_path,
-    dump_marker,
     dump_meta,
     fold_journals,
     journal_name,
-    load_marker,
     load_meta,
     parse_journal_name,
     read_contacts,
@@ -220,15 +218,6 @@ def test_fold_journals_read_from_files() -> None:
     )
 
     assert contacts == {"ana@example.com": BOOK_ONLY}
-
-
-def test_marker_round_trip() -> None:
-    assert load_marker(dump_marker(12)) == 12
-
-
-def test_corrupt_marker() -> None:
-    with pytest.raises(StateFileError):
-        load_marker(b'{"generation": "12"}')
 
 
 def test_escaped_email_round_trips() -> None:
