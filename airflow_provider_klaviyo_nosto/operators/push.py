@@ -17,6 +17,7 @@ from airflow_provider_klaviyo_nosto.state_store import StateStore
 from airflow_provider_klaviyo_nosto.sync.batching import (
     BulkImportBatch,
     chunked,
+    list_removals,
     plan_bulk_batches,
     profile_payload,
 )
@@ -120,9 +121,10 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         progress = store.read_progress(spec["generation"], spec["key"])
         progress.setdefault("started_at", time.time())
 
-        self.remove_from_address_book(hook, spec, changes, progress, store)
+        _, aliases = store.read_email_aliases()
+        self.remove_from_address_book(hook, spec, changes, aliases, progress, store)
         batches = self.bulk_batches(spec, changes, progress)
-        self.submit_batches(hook, spec, batches, progress, store)
+        self.submit_batches(hook, spec, batches, aliases, progress, store)
         progress["calls"] = progress.get("calls", 0) + hook.calls_made
         store.write_progress(spec["generation"], spec["key"], progress)
 
@@ -201,16 +203,16 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         hook: KlaviyoHook,
         spec: PushSpec,
         changes: Sequence[ContactChange],
+        aliases: dict[str, str],
         progress: dict[str, Any],
         store: StateStore,
     ) -> None:
         """Take contacts gone from Nosto off the list; Klaviyo's list endpoints want profile ids, not emails."""
         if progress.get("removed_from_list") is not None:
             return
-        leaving = [change.email for change in changes if change.leaves_address_book]
+        leaving = [change.email for change in list_removals(changes)]
         deleted: list[str] = []
         if leaving:
-            _, aliases = store.read_email_aliases()
             stored = {aliases.get(email, email): email for email in leaving}
             ids = hook.get_profile_ids_by_email(list(stored))
             hook.remove_profiles_from_list(spec["list_id"] or "", list(ids.values()))
@@ -239,12 +241,12 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         hook: KlaviyoHook,
         spec: PushSpec,
         batches: Sequence[BulkImportBatch],
+        aliases: dict[str, str],
         progress: dict[str, Any],
         store: StateStore,
     ) -> None:
         """Submit every batch not yet accepted, recording each job id the moment Klaviyo accepts it."""
         recorded: dict[str, Any] = progress.setdefault("batches", {})
-        _, aliases = store.read_email_aliases()
         for index, batch in enumerate(batches):
             if str(index) in recorded:
                 continue
