@@ -14,6 +14,7 @@ import binascii
 import bisect
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -31,11 +32,13 @@ from sandbox.faults import FaultBook, FaultRule, FaultRuleError
 from sandbox.filters import FilterNode, equality_values, matches, parse_filter
 from sandbox.klaviyo_state import (
     PROFILE_FIELDS,
+    SEGMENT_PROCESSING_SECONDS,
     BulkJob,
     DuplicateProfile,
     Flow,
     KlaviyoAccount,
     KlaviyoList,
+    KlaviyoSegment,
     Profile,
     is_valid_email,
     iso,
@@ -50,6 +53,13 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_PROFILE_BYTES = 100 * 1024
 MAX_BULK_PROFILES = 10_000
 MAX_LIST_MEMBER_IDS = 1_000
+#: Klaviyo's documented cap on conditions in one segment (help article 115005062847).
+MAX_SEGMENT_CONDITIONS = 100
+#: Profile fields a profile-property condition may name directly; custom ones are ``properties['name']``.
+BUILT_IN_PROFILE_PROPERTIES = frozenset(
+    {"email", "phone_number", "external_id", "first_name", "last_name", "organization", "title", "locale"}
+)
+CUSTOM_PROPERTY = re.compile(r"properties\['[^'\]]+'\]")
 #: ``additional-fields[list]=profile_count`` is counted in a separate, much smaller bucket.
 PROFILE_COUNT_LIMIT = RateLimitSpec(burst=1, steady=15)
 
@@ -250,6 +260,7 @@ class KlaviyoSandbox:
             "create_list": self.create_list,
             "get_list": self.get_list,
             "delete_list": self.delete_list,
+            "update_list": self.update_list,
             "get_profiles_for_list": self.get_profiles_for_list,
             "get_profile_ids_for_list": self.get_profile_ids_for_list,
             "add_profiles_to_list": self.add_profiles_to_list,
@@ -272,6 +283,11 @@ class KlaviyoSandbox:
             "get_profile_ids_for_bulk_import_profiles_job": self.get_job_profiles,
             "bulk_subscribe_profiles": self.record_subscription_call,
             "bulk_unsubscribe_profiles": self.record_subscription_call,
+            "get_segments": self.get_segments,
+            "create_segment": self.create_segment,
+            "get_segment": self.get_segment,
+            "update_segment": self.update_segment,
+            "get_flows_triggered_by_segment": self.get_flows_triggered_by_segment,
         }
         self.app = self._build_app()
 
@@ -700,6 +716,35 @@ class KlaviyoSandbox:
             },
         )
 
+    def update_list(self, call: Call) -> Response:
+        record = self._get_list(call.path["id"])
+        data = call.body["data"]
+        if data["id"] != record.id:
+            raise ApiError(
+                409,
+                "conflict",
+                "Conflict.",
+                "The id in the body does not match the id in the URL.",
+                pointer="/data/id",
+            )
+        attributes = data["attributes"]
+        if "name" in attributes:
+            if not isinstance(attributes["name"], str) or not attributes["name"].strip():
+                raise ApiError(
+                    400,
+                    "invalid",
+                    "Invalid input.",
+                    "A list name cannot be empty.",
+                    pointer="/data/attributes/name",
+                )
+            record.name = attributes["name"]
+        if attributes.get("opt_in_process") is not None:
+            record.opt_in_process = attributes["opt_in_process"]
+        record.updated = now_utc()
+        return api_json(
+            200, {"data": self._list_resource(call, record), "links": {"self": str(call.request.url)}}
+        )
+
     def delete_list(self, call: Call) -> Response:
         self._get_list(call.path["id"])
         del self.account.lists[call.path["id"]]
@@ -1069,6 +1114,184 @@ class KlaviyoSandbox:
         )
         return Response(status_code=202)
 
+    # -- segments (definitions are stored and checked, never evaluated) --------------------------------
+
+    def _segment_resource(self, call: Call, record: KlaviyoSegment) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "name": record.name,
+            "definition": record.definition,
+            "created": iso(record.created),
+            "updated": iso(record.updated),
+        }
+        wanted = call.query.get("fields[segment]")
+        if wanted:
+            tops = {name.split(".", 1)[0] for name in wanted}
+            attributes = {key: value for key, value in attributes.items() if key in tops}
+        # The schema requires these three whatever the sparse fieldset asks for.
+        attributes.update(
+            is_active=record.is_active,
+            is_processing=time.monotonic() < record.processing_until,
+            is_starred=record.is_starred,
+        )
+        base = call.url(f"/api/segments/{record.id}")
+        return {
+            "type": "segment",
+            "id": record.id,
+            "attributes": attributes,
+            "relationships": {
+                name: {"links": {"self": f"{base}/relationships/{name}", "related": f"{base}/{name}"}}
+                for name in ("profiles", "tags", "flow-triggers")
+            },
+            "links": {"self": base},
+        }
+
+    def _get_segment(self, segment_id: str) -> KlaviyoSegment:
+        record = self.account.segments.get(segment_id)
+        if record is None:
+            raise not_found("segment", segment_id)
+        return record
+
+    @staticmethod
+    def _check_definition(definition: dict[str, Any], pointer: str) -> None:
+        """What Klaviyo's segment builder insists on beyond the schema, read pessimistically.
+
+        A definition needs at least one group and every group at least one condition; at most 100
+        conditions in all (Klaviyo's documented cap); a profile-property condition names a built-in
+        field or a custom property written ``properties['name']``.
+        """
+        groups = definition["condition_groups"]
+        if not groups:
+            raise ApiError(
+                400,
+                "invalid",
+                "Invalid input.",
+                "A segment needs at least one condition group.",
+                pointer=f"{pointer}/condition_groups",
+            )
+        total = 0
+        for g, group in enumerate(groups):
+            if not group["conditions"]:
+                raise ApiError(
+                    400,
+                    "invalid",
+                    "Invalid input.",
+                    "A condition group needs at least one condition.",
+                    pointer=f"{pointer}/condition_groups/{g}/conditions",
+                )
+            for c, condition in enumerate(group["conditions"]):
+                total += 1
+                if condition.get("type") == "profile-property":
+                    name = condition["property"]
+                    if name not in BUILT_IN_PROFILE_PROPERTIES and not CUSTOM_PROPERTY.fullmatch(name):
+                        raise ApiError(
+                            400,
+                            "invalid",
+                            "Invalid input.",
+                            f"'{name}' is not a profile property; write custom properties as properties['name'].",
+                            pointer=f"{pointer}/condition_groups/{g}/conditions/{c}/property",
+                        )
+        if total > MAX_SEGMENT_CONDITIONS:
+            raise ApiError(
+                400,
+                "invalid",
+                "Invalid input.",
+                f"A segment may have at most {MAX_SEGMENT_CONDITIONS} conditions; got {total}.",
+                pointer=f"{pointer}/condition_groups",
+            )
+
+    def get_segments(self, call: Call) -> Response:
+        node = self._filter(call)
+        records = [
+            record
+            for record in self.account.segments.values()
+            if node is None or matches(node, partial(_segment_field, record))
+        ]
+        sort = call.query.get("sort", "id")
+        sort_field = sort.lstrip("-")
+        records.sort(key=lambda r: _sort_key(_segment_field(r, sort_field), r.seq))
+        page, links = paginate(
+            call,
+            records,
+            lambda r: _sort_key(_segment_field(r, sort_field), r.seq),
+            descending=sort.startswith("-"),
+            default_size=10,
+        )
+        return api_json(200, {"data": [self._segment_resource(call, r) for r in page], "links": links})
+
+    def create_segment(self, call: Call) -> Response:
+        attributes = call.body["data"]["attributes"]
+        if not attributes["name"].strip():
+            raise ApiError(
+                400,
+                "invalid",
+                "Invalid input.",
+                "A segment name cannot be empty.",
+                pointer="/data/attributes/name",
+            )
+        self._check_definition(attributes["definition"], "/data/attributes/definition")
+        # No lookup by name: nothing says Klaviyo keeps segment names unique, so a repeat makes a second one.
+        record = self.account.create_segment(
+            attributes["name"], attributes["definition"], is_starred=bool(attributes.get("is_starred"))
+        )
+        return api_json(
+            201, {"data": self._segment_resource(call, record), "links": {"self": str(call.request.url)}}
+        )
+
+    def get_segment(self, call: Call) -> Response:
+        record = self._get_segment(call.path["id"])
+        return api_json(
+            200, {"data": self._segment_resource(call, record), "links": {"self": str(call.request.url)}}
+        )
+
+    def update_segment(self, call: Call) -> Response:
+        record = self._get_segment(call.path["id"])
+        data = call.body["data"]
+        if data["id"] != record.id:
+            raise ApiError(
+                409,
+                "conflict",
+                "Conflict.",
+                "The id in the body does not match the id in the URL.",
+                pointer="/data/id",
+            )
+        attributes = {key: value for key, value in data["attributes"].items() if value is not None}
+        if "is_active" in attributes and len(attributes) > 1:
+            raise ApiError(
+                400,
+                "invalid",
+                "Invalid input.",
+                "is_active must be the only attribute when a segment is activated or deactivated.",
+                pointer="/data/attributes/is_active",
+            )
+        if "name" in attributes:
+            if not attributes["name"].strip():
+                raise ApiError(
+                    400,
+                    "invalid",
+                    "Invalid input.",
+                    "A segment name cannot be empty.",
+                    pointer="/data/attributes/name",
+                )
+            record.name = attributes["name"]
+        if "definition" in attributes:
+            self._check_definition(attributes["definition"], "/data/attributes/definition")
+            record.definition = attributes["definition"]
+            record.processing_until = time.monotonic() + SEGMENT_PROCESSING_SECONDS
+        if "is_active" in attributes:
+            record.is_active = attributes["is_active"]
+        if "is_starred" in attributes:
+            record.is_starred = attributes["is_starred"]
+        record.updated = now_utc()
+        return api_json(
+            200, {"data": self._segment_resource(call, record), "links": {"self": str(call.request.url)}}
+        )
+
+    def get_flows_triggered_by_segment(self, call: Call) -> Response:
+        record = self._get_segment(call.path["id"])
+        flows = self.config.flows.get(record.id) or self.config.flows.get(record.name) or []
+        data = [self._flow_resource(call, flow) for flow in flows]
+        return api_json(200, {"data": data, "links": {"self": str(call.request.url)}})
+
     # -- admin ----------------------------------------------------------------------------------------
 
     def state_json(self) -> dict[str, Any]:
@@ -1100,6 +1323,16 @@ class KlaviyoSandbox:
                     "held": j.held,
                 }
                 for j in self.account.jobs.values()
+            ],
+            "segments": [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "definition": r.definition,
+                    "created": iso(r.created),
+                    "is_active": r.is_active,
+                }
+                for r in self.account.segments.values()
             ],
             "subscription_calls": list(self.account.subscription_calls),
         }
@@ -1282,6 +1515,12 @@ def _list_field(record: KlaviyoList, name: str) -> Any:
     if name in ("name", "created", "updated"):
         return getattr(record, name)
     return None
+
+
+def _segment_field(record: KlaviyoSegment, name: str) -> Any:
+    if name in ("created", "updated"):
+        return iso(getattr(record, name))
+    return getattr(record, name)
 
 
 def _job_field(job: BulkJob, name: str) -> Any:

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+#: How long a created or redefined segment reports ``is_processing``.
+SEGMENT_PROCESSING_SECONDS = 1.0
+
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -149,6 +152,22 @@ class KlaviyoList:
 
 
 @dataclass
+class KlaviyoSegment:
+    """A segment: a stored definition. The sandbox never evaluates it, so it has no members to list."""
+
+    id: str
+    seq: int
+    name: str
+    definition: dict[str, Any]
+    created: datetime
+    updated: datetime
+    #: until this monotonic moment the segment reports ``is_processing`` (Klaviyo builds it after a change)
+    processing_until: float = 0.0
+    is_active: bool = True
+    is_starred: bool = False
+
+
+@dataclass
 class ImportError_:
     """One per-profile failure inside a bulk job (trailing underscore: ``ImportError`` is a builtin)."""
 
@@ -219,6 +238,7 @@ class KlaviyoAccount:
         self.by_external_id: dict[str, str] = {}
         self.lists: dict[str, KlaviyoList] = {}
         self.jobs: dict[str, BulkJob] = {}
+        self.segments: dict[str, KlaviyoSegment] = {}
         self.subscription_calls: list[dict[str, Any]] = []
         #: every profile write (bulk job entry, PATCH, import, create), so tests can count writes per email
         self.writes: list[dict[str, Any]] = []
@@ -370,6 +390,28 @@ class KlaviyoAccount:
         for profile_id in profile_ids:
             if profile_id not in record.members:
                 record.members[profile_id] = (self.next_seq(), moment)
+
+    # -- segments -----------------------------------------------------------------------------------
+
+    def create_segment(
+        self, name: str, definition: dict[str, Any], *, is_starred: bool = False
+    ) -> KlaviyoSegment:
+        moment = now_utc()
+        segment_id = new_short_id()
+        while segment_id in self.segments or segment_id in self.lists:
+            segment_id = new_short_id()
+        record = KlaviyoSegment(
+            id=segment_id,
+            seq=self.next_seq(),
+            name=name,
+            definition=definition,
+            created=moment,
+            updated=moment,
+            processing_until=time.monotonic() + SEGMENT_PROCESSING_SECONDS,
+            is_starred=is_starred,
+        )
+        self.segments[record.id] = record
+        return record
 
     # -- bulk jobs ----------------------------------------------------------------------------------
 

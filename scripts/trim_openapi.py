@@ -26,7 +26,7 @@ TARGET = REPO_ROOT / "sandbox" / "klaviyo_openapi_trimmed.json"
 SERVED_OPERATIONS: dict[str, tuple[str, ...]] = {
     "/api/accounts": ("get",),
     "/api/lists": ("get", "post"),
-    "/api/lists/{id}": ("get", "delete"),
+    "/api/lists/{id}": ("get", "patch", "delete"),
     "/api/lists/{id}/profiles": ("get",),
     "/api/lists/{id}/relationships/profiles": ("get", "post", "delete"),
     "/api/lists/{id}/flow-triggers": ("get",),
@@ -44,6 +44,9 @@ SERVED_OPERATIONS: dict[str, tuple[str, ...]] = {
     "/api/profile-bulk-import-jobs/{id}/relationships/profiles": ("get",),
     "/api/profile-subscription-bulk-create-jobs": ("post",),
     "/api/profile-subscription-bulk-delete-jobs": ("post",),
+    "/api/segments": ("get", "post"),
+    "/api/segments/{id}": ("get", "patch"),
+    "/api/segments/{id}/flow-triggers": ("get",),
 }
 
 #: Operation keys worth keeping; the rest (summary, tags, readme hints, aliases) is documentation.
