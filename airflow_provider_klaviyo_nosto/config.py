@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from airflow_provider_klaviyo_nosto.sync.targets import DEFAULT_LIST_PREFIX, DEFAULT_SEGMENT_PREFIX
 
 EMPTY_VALUE_MODES = ("empty_list", "unset")
 
@@ -32,6 +33,12 @@ class SyncConfig:
     :param segments_key: the key of the export's lines that holds the segment names.
     :param klaviyo_pool_slots: slots of the Airflow pool shared by every task calling this Klaviyo account;
         each task paces itself to the account's rate limits divided by this number.
+    :param segment_lists: chosen segments that also get a Klaviyo list mirroring their members (``true`` =
+        all chosen, or a list of their ids or names); see ``docs/lists-and-segments.md``.
+    :param segment_list_prefix: the names of those lists: this prefix, then the Nosto segment's name.
+    :param klaviyo_segments: chosen segments that get a Klaviyo segment "property contains the name"
+        (``true`` = all chosen, or a list of ids or names); needs the ``segments:write`` scope.
+    :param klaviyo_segment_prefix: the names of those Klaviyo segments: this prefix, then the Nosto name.
     """
 
     segments: tuple[str, ...] = ()
@@ -45,6 +52,10 @@ class SyncConfig:
     export_uri: str = ""
     segments_key: str = "nosto_segments"
     klaviyo_pool_slots: int = 4
+    segment_lists: bool | tuple[str, ...] = False
+    segment_list_prefix: str = DEFAULT_LIST_PREFIX
+    klaviyo_segments: bool | tuple[str, ...] = False
+    klaviyo_segment_prefix: str = DEFAULT_SEGMENT_PREFIX
 
     @classmethod
     def from_mappings(cls, *layers: Mapping[str, Any] | None, source: str = "configuration") -> SyncConfig:
@@ -104,4 +115,14 @@ class SyncConfig:
             slots = values["klaviyo_pool_slots"]
             if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
                 raise fail("klaviyo_pool_slots", "a whole number of at least 1")
+        for key in ("segment_lists", "klaviyo_segments"):
+            if key in values and not isinstance(values[key], bool):
+                if not isinstance(values[key], list | tuple) or not all(
+                    isinstance(item, str) and item.strip() for item in values[key]
+                ):
+                    raise fail(key, "true, false, or a list of chosen segment ids (or names)")
+                values[key] = tuple(item.strip() for item in values[key])
+        for key in ("segment_list_prefix", "klaviyo_segment_prefix"):
+            if key in values and not isinstance(values[key], str):
+                raise fail(key, "a string")
         return cls(**values)

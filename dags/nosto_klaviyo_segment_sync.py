@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOperator
+from airflow_provider_klaviyo_nosto.operators.segment_targets import KlaviyoSegmentListOperator
 from airflow_provider_klaviyo_nosto.operators.sync import NostoSegmentSyncOperator
 
 KLAVIYO_POOL = "klaviyo_api"
@@ -41,6 +42,12 @@ DEFAULTS = {
     "export_uri": "",
     "segments_key": "nosto_segments",
     "klaviyo_pool_slots": 4,
+    # Optional, per chosen segment: a Klaviyo list mirroring its members, and a Klaviyo segment
+    # "nosto_segment contains <name>" (true = every chosen segment, or a list of segment ids).
+    "segment_lists": False,
+    "segment_list_prefix": "Nosto list: ",
+    "klaviyo_segments": False,
+    "klaviyo_segment_prefix": "Nosto: ",
 }
 
 with DAG(
@@ -81,8 +88,17 @@ with DAG(
         pool=KLAVIYO_POOL,
     )
 
-    KlaviyoSegmentPushOperator.partial(
+    pushes = KlaviyoSegmentPushOperator.partial(
         task_id="push_segment",
         pool=KLAVIYO_POOL,
         map_index_template="{{ task.push['segment_name'] }}",
     ).expand(push=plan.output)
+
+    # After every push (the profiles of new contacts exist by then), even when one failed: the lists get
+    # whatever can be applied, and contacts without a profile are tried again next run.
+    pushes >> KlaviyoSegmentListOperator(
+        task_id="sync_segment_lists",
+        plan=plan.output,
+        pool=KLAVIYO_POOL,
+        trigger_rule="all_done_min_one_success",
+    )

@@ -47,7 +47,7 @@ PAGE_SIZE = 100
 LIST_MEMBERSHIP_CHUNK = 1000
 EMAIL_FILTER_CHUNK = 100
 #: ``page[size]`` caps per path template; endpoints not listed here take up to :data:`PAGE_SIZE`.
-PAGE_SIZE_CAPS = {"/api/lists": LIST_PAGE_SIZE}
+PAGE_SIZE_CAPS = {"/api/lists": LIST_PAGE_SIZE, "/api/segments": LIST_PAGE_SIZE}
 
 #: The scopes each call needs (``x-klaviyo-scopes`` in the 2026-07-15 spec), named in 403 errors so
 #: that an admin knows what to add to the key instead of guessing.
@@ -56,6 +56,7 @@ REQUIRED_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/api/lists"): ("lists:read",),
     ("GET", "/api/lists/{id}"): ("lists:read",),
     ("POST", "/api/lists"): ("lists:write",),
+    ("PATCH", "/api/lists/{id}"): ("lists:write",),
     ("GET", "/api/lists/{id}/profiles"): ("lists:read", "profiles:read"),
     ("GET", "/api/lists/{id}/relationships/profiles"): ("lists:read", "profiles:read"),
     ("POST", "/api/lists/{id}/relationships/profiles"): ("lists:write", "profiles:write"),
@@ -73,6 +74,11 @@ REQUIRED_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/api/profile-bulk-import-jobs/{id}/profiles"): ("profiles:read",),
     ("GET", "/api/profile-bulk-import-jobs/{id}/relationships/profiles"): ("profiles:read",),
     ("GET", "/api/profile-bulk-import-jobs/{id}/lists"): ("lists:read",),
+    ("GET", "/api/segments"): ("segments:read",),
+    ("POST", "/api/segments"): ("segments:write",),
+    ("GET", "/api/segments/{id}"): ("segments:read",),
+    ("PATCH", "/api/segments/{id}"): ("segments:write",),
+    ("GET", "/api/segments/{id}/flow-triggers"): ("flows:read", "segments:read"),
 }
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
@@ -803,6 +809,15 @@ class KlaviyoHook(HttpHook):
         self.log.info("Created Klaviyo list %s", list_id)
         return list_id
 
+    def rename_list(self, list_id: str, name: str) -> None:
+        """Give a list a new name; its id, members and flows stay.
+
+        :param list_id: the Klaviyo list id.
+        :param name: the new name.
+        """
+        body = {"data": {"type": "list", "id": list_id, "attributes": {"name": name}}}
+        self.request("PATCH", f"/api/lists/{_segment(list_id)}", json=body, idempotent=True)
+
     def iter_list_profile_ids(self, list_id: str) -> Iterator[str]:
         """Yield the profile id of every member of a list.
 
@@ -852,6 +867,84 @@ class KlaviyoHook(HttpHook):
         :param list_id: the Klaviyo list id.
         """
         path = f"/api/lists/{_segment(list_id)}/flow-triggers"
+        flows = []
+        for item in self.paginate(path, {"fields[flow]": "name,status,trigger_type"}):
+            attributes = item.get("attributes") or {}
+            flows.append(
+                {"id": item.get("id"), "name": attributes.get("name"), "status": attributes.get("status")}
+            )
+        return flows
+
+    # -- segments -----------------------------------------------------------------------------
+
+    def find_segment_by_name(self, name: str) -> str | None:
+        """Return the id of the Klaviyo segment called exactly ``name``, or ``None`` when there is none.
+
+        :param name: the segment name.
+        :raises KlaviyoError: when more than one segment has the name (Klaviyo does not keep them unique).
+        """
+        params = {
+            "filter": f"equals(name,{_filter_values([name])})",
+            "fields[segment]": "name",
+            "page[size]": LIST_PAGE_SIZE,
+        }
+        ids = [item["id"] for item in self.paginate("/api/segments", params) if _attr(item, "name") == name]
+        if len(ids) > 1:
+            raise KlaviyoError(
+                f"{len(ids)} Klaviyo segments are named {name!r} (ids {', '.join(ids)}); delete or rename all "
+                "but one of them so that the sync knows which one is its own"
+            )
+        return ids[0] if ids else None
+
+    def get_segment(self, segment_id: str) -> dict[str, Any] | None:
+        """Return the segment resource (``data``, with its definition), or ``None`` when it does not exist.
+
+        :param segment_id: the Klaviyo segment id.
+        """
+        try:
+            document = self.request("GET", f"/api/segments/{_segment(segment_id)}") or {}
+        except KlaviyoClientError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return document.get("data")
+
+    def create_segment(self, name: str, definition: Mapping[str, Any]) -> str:
+        """Create a segment and return its id. Not retried on outcome-unknown faults: Klaviyo would make a
+        second segment with the same name. Klaviyo allows 100 creates a day per account.
+
+        :param name: the segment name.
+        :param definition: the segment's ``definition`` (``{"condition_groups": [...]}``).
+        """
+        body = {"data": {"type": "segment", "attributes": {"name": name, "definition": dict(definition)}}}
+        document = self.request("POST", "/api/segments", json=body, idempotent=False)
+        segment_id = str(((document or {}).get("data") or {}).get("id") or "")
+        if not segment_id:
+            raise KlaviyoServerError("Klaviyo created the segment but its answer carried no segment id")
+        return segment_id
+
+    def update_segment(self, segment_id: str, name: str, definition: Mapping[str, Any]) -> None:
+        """Replace a segment's name and definition (setting them twice gives the same segment).
+
+        :param segment_id: the Klaviyo segment id.
+        :param name: the new name.
+        :param definition: the new definition.
+        """
+        body = {
+            "data": {
+                "type": "segment",
+                "id": segment_id,
+                "attributes": {"name": name, "definition": dict(definition)},
+            }
+        }
+        self.request("PATCH", f"/api/segments/{_segment(segment_id)}", json=body, idempotent=True)
+
+    def get_segment_flow_triggers(self, segment_id: str) -> list[dict[str, Any]]:
+        """Return the flows a segment triggers (``id``, ``name``, ``status``); needs ``flows:read``.
+
+        :param segment_id: the Klaviyo segment id.
+        """
+        path = f"/api/segments/{_segment(segment_id)}/flow-triggers"
         flows = []
         for item in self.paginate(path, {"fields[flow]": "name,status,trigger_type"}):
             attributes = item.get("attributes") or {}

@@ -54,6 +54,7 @@ ENDPOINT_TIERS: dict[tuple[str, str], str] = {
     ("GET", "/api/lists"): "L",
     ("POST", "/api/lists"): "M",
     ("GET", "/api/lists/{id}"): "L",
+    ("PATCH", "/api/lists/{id}"): "M",
     ("GET", "/api/lists/{id}/profiles"): "L",
     ("GET", "/api/lists/{id}/relationships/profiles"): "L",
     ("POST", "/api/lists/{id}/relationships/profiles"): "M",
@@ -71,6 +72,12 @@ ENDPOINT_TIERS: dict[tuple[str, str], str] = {
     ("GET", "/api/profile-bulk-import-jobs/{id}/profiles"): "M",
     ("GET", "/api/profile-bulk-import-jobs/{id}/relationships/profiles"): "M",
     ("GET", "/api/profile-bulk-import-jobs/{id}/lists"): "M",
+    ("GET", "/api/segments"): "L",
+    # Also capped at 100 a day per account, which no pacing within a run can reach for a few segments.
+    ("POST", "/api/segments"): "XS",
+    ("GET", "/api/segments/{id}"): "L",
+    ("PATCH", "/api/segments/{id}"): "XS",
+    ("GET", "/api/segments/{id}/flow-triggers"): "S",
 }
 
 #: Endpoints missing from the table are paced as tier S: too slow costs time, too fast costs 429s.

@@ -15,6 +15,7 @@ from airflow_provider_klaviyo_nosto.config import SyncConfig
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
+from airflow_provider_klaviyo_nosto.operators.segment_targets import TargetFiles, apply_targets, plan_targets
 from airflow_provider_klaviyo_nosto.state_store import (
     StateStore,
     default_state_uri,
@@ -134,11 +135,14 @@ class NostoSegmentSyncOperator(BaseOperator):
                 "trigger the run with the param allow_removals=true."
             )
 
+        targets = plan_targets(
+            self.log, TargetFiles(config.state_uri), config, chosen, applied, plan, dry_run=dry_run
+        )
         if dry_run:
             self.log.info("Dry run: nothing was written to Klaviyo or to the applied state.")
             return self.push_specs(plan, chosen, config, list_id=applied.list_id, dry_run=True)
 
-        if plan.unchanged:
+        if plan.unchanged and not targets.has_work(config):
             self.log.info(
                 "The export matches what was last applied for every chosen segment: nothing to write."
             )
@@ -150,6 +154,15 @@ class NostoSegmentSyncOperator(BaseOperator):
         list_id = self.ensure_address_book_list(klaviyo, config, applied)
         if plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values()):
             self.check_flows(klaviyo, config, list_id)
+        apply_targets(
+            self.log,
+            klaviyo,
+            TargetFiles(config.state_uri),
+            config,
+            targets,
+            plan,
+            lambda segment_list_id: self.check_flows(klaviyo, config, segment_list_id),
+        )
 
         self.find_email_aliases(klaviyo, store, plan)
         self.record_plan(store, applied, plan, config, list_id, folded_journals)

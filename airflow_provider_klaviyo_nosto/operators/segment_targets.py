@@ -1,0 +1,527 @@
+"""Optional per-segment Klaviyo lists and Klaviyo segments.
+
+The sync task plans them (:func:`plan_targets`) and, before anything else is written, finds or creates them
+and checks their flows (:func:`apply_targets`). A segment list's membership changes only once the push
+tasks have created the profiles, so :class:`KlaviyoSegmentListOperator` applies them after the pushes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_klaviyo_nosto.config import SyncConfig
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
+from airflow_provider_klaviyo_nosto.state_store import StateStore
+from airflow_provider_klaviyo_nosto.sync.model import Segment
+from airflow_provider_klaviyo_nosto.sync.plan import SyncPlan
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState
+from airflow_provider_klaviyo_nosto.sync.targets import (
+    LIST_DIFF_PREFIX,
+    MEMBERS_DIR,
+    TARGETS_FILE,
+    ListDiff,
+    RememberedList,
+    RememberedSegment,
+    TargetState,
+    contains_definition,
+    desired_members,
+    dump_list_diff,
+    dump_members,
+    dump_targets,
+    list_diff,
+    load_list_diff,
+    load_members,
+    load_targets,
+    select_segments,
+    target_name,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class Logger(Protocol):
+    """The part of a task's logger these helpers use."""
+
+    def info(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+
+
+class TargetFiles:
+    """``targets.json``, the segment lists' diffs and their confirmed members, in the applied-state folder."""
+
+    def __init__(self, state_uri: str) -> None:
+        self.root = ObjectStoragePath(state_uri)
+
+    def load(self) -> TargetState:
+        path = self.root / TARGETS_FILE
+        if not path.exists():
+            return TargetState()
+        return load_targets(path.read_bytes())
+
+    def save(self, state: TargetState) -> None:
+        self._write(self.root / TARGETS_FILE, dump_targets(state))
+
+    def diff_path(self, generation: int, segment_id: str) -> ObjectStoragePath:
+        return self.root / "diffs" / f"{generation:08d}" / f"{LIST_DIFF_PREFIX}{segment_id}.json.gz"
+
+    def write_diff(self, generation: int, diff: ListDiff) -> None:
+        self._write(self.diff_path(generation, diff.segment_id), dump_list_diff(diff))
+
+    def read_diff(self, generation: int, segment_id: str) -> ListDiff | None:
+        path = self.diff_path(generation, segment_id)
+        return load_list_diff(path.read_bytes()) if path.exists() else None
+
+    def delete_diff(self, generation: int, segment_id: str) -> None:
+        self.diff_path(generation, segment_id).unlink(missing_ok=True)
+
+    def members_path(self, segment_id: str) -> ObjectStoragePath:
+        return self.root / MEMBERS_DIR / f"{segment_id}.json.gz"
+
+    def read_members(self, segment_id: str) -> set[str] | None:
+        path = self.members_path(segment_id)
+        return load_members(path.read_bytes()) if path.exists() else None
+
+    def write_members(self, segment_id: str, emails: set[str]) -> None:
+        self._write(self.members_path(segment_id), dump_members(emails))
+
+    def delete_members(self, segment_id: str) -> None:
+        self.members_path(segment_id).unlink(missing_ok=True)
+
+    @staticmethod
+    def _write(target: ObjectStoragePath, data: bytes) -> None:
+        # A temporary name then a rename, so that a reader never sees half a file.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        with temporary.open("wb") as stream:
+            stream.write(data)
+        temporary.rename(target)
+
+
+@dataclass
+class TargetPlan:
+    """What this run does to the optional per-segment lists and Klaviyo segments."""
+
+    remembered: TargetState
+    lists: list[Segment]
+    segments: list[Segment]
+    desired: dict[str, set[str]]
+    list_diffs: dict[str, ListDiff]
+    dropped_lists: list[str] = field(default_factory=list)
+    dropped_segments: list[str] = field(default_factory=list)
+
+    def has_work(self, config: SyncConfig) -> bool:
+        """Whether anything differs from what was last applied (so an unchanged export still runs)."""
+        remembered = self.remembered
+        return bool(
+            self.dropped_lists
+            or self.dropped_segments
+            or any(not diff.empty for diff in self.list_diffs.values())
+            or any(
+                segment.id not in remembered.lists
+                or remembered.lists[segment.id].name != target_name(config.segment_list_prefix, segment.name)
+                for segment in self.lists
+            )
+            or any(
+                _differs(remembered.segments.get(segment.id), _wanted_segment(config, segment, ""))
+                for segment in self.segments
+            )
+        )
+
+
+def _wanted_segment(config: SyncConfig, segment: Segment, klaviyo_id: str) -> RememberedSegment:
+    return RememberedSegment(
+        klaviyo_id,
+        target_name(config.klaviyo_segment_prefix, segment.name),
+        segment.name,
+        config.property_name,
+    )
+
+
+def _differs(remembered: RememberedSegment | None, wanted: RememberedSegment) -> bool:
+    return remembered is None or (remembered.name, remembered.value, remembered.property_name) != (
+        wanted.name,
+        wanted.value,
+        wanted.property_name,
+    )
+
+
+def plan_targets(
+    log: Logger,
+    files: TargetFiles,
+    config: SyncConfig,
+    chosen: Sequence[Segment],
+    applied: AppliedState,
+    plan: SyncPlan,
+    *,
+    dry_run: bool,
+) -> TargetPlan:
+    """Decide which segment lists and Klaviyo segments this run keeps, and each list's membership diff.
+
+    A list whose confirmed membership is unknown (never filled, or the previous run's update of it did not
+    finish) is reconciled against what Klaviyo holds instead of diffed.
+    """
+    try:
+        lists = select_segments(config.segment_lists, chosen, "segment_lists")
+        segments = select_segments(config.klaviyo_segments, chosen, "klaviyo_segments")
+        if segments:
+            contains_definition(config.property_name, "")
+    except ValueError as err:
+        raise KlaviyoConfigError(f"In the sync configuration: {err}.") from None
+
+    remembered = files.load()
+    changes = [change for key_changes in plan.changes_by_key.values() for change in key_changes]
+    desired = desired_members(applied.contacts, changes, [segment.id for segment in lists])
+    diffs: dict[str, ListDiff] = {}
+    for segment in lists:
+        unfinished = files.diff_path(applied.generation, segment.id).exists()
+        members = None if segment.id not in remembered.lists or unfinished else files.read_members(segment.id)
+        diffs[segment.id] = list_diff(segment.id, desired[segment.id], members)
+
+    targets = TargetPlan(
+        remembered=remembered,
+        lists=lists,
+        segments=segments,
+        desired=desired,
+        list_diffs=diffs,
+        dropped_lists=sorted(set(remembered.lists) - {segment.id for segment in lists}),
+        dropped_segments=sorted(set(remembered.segments) - {segment.id for segment in segments}),
+    )
+    verb = "would" if dry_run else "will"
+    for segment in lists:
+        diff = diffs[segment.id]
+        name = target_name(config.segment_list_prefix, segment.name)
+        if diff.reconcile:
+            log.info(
+                "Segment list %r: %s be made to hold exactly the segment's %d members.",
+                name,
+                verb,
+                len(diff.add),
+            )
+        else:
+            log.info("Segment list %r: %s add %d and remove %d.", name, verb, len(diff.add), len(diff.remove))
+    return targets
+
+
+def apply_targets(
+    log: Logger,
+    klaviyo: KlaviyoHook,
+    files: TargetFiles,
+    config: SyncConfig,
+    targets: TargetPlan,
+    plan: SyncPlan,
+    check_list_flows: Callable[[str], None],
+) -> None:
+    """Find or create the lists and Klaviyo segments, check their flows, then record them and the list diffs.
+
+    Every flow check runs before anything is created, renamed or redefined. A remembered id wins over a name
+    look-up, which comes before a create: Klaviyo keeps neither list nor segment names unique and neither
+    create is idempotent, so a retried task never makes a second one.
+    """
+    state = TargetState(dict(targets.remembered.lists), dict(targets.remembered.segments))
+    diffs = dict(targets.list_diffs)
+
+    list_ids: dict[str, str | None] = {}
+    for segment in targets.lists:
+        name = target_name(config.segment_list_prefix, segment.name)
+        entry = state.lists.get(segment.id)
+        list_id = entry.id if entry and klaviyo.get_list(entry.id) is not None else None
+        if entry and list_id is None:
+            log.warning(
+                "The Klaviyo list %s (%r) of segment %r no longer exists; it is created again and filled.",
+                entry.id,
+                entry.name,
+                segment.name,
+            )
+        if list_id is None:
+            list_id = klaviyo.find_list_by_name(name)
+            if list_id:
+                log.warning(
+                    "Using the existing Klaviyo list %r (%s) for segment %r: its members are made to match the "
+                    "segment's, and profiles not in the segment are removed from it.",
+                    name,
+                    list_id,
+                    segment.name,
+                )
+        if list_id is None or state.lists.get(segment.id, RememberedList("", "")).id != list_id:
+            diffs[segment.id] = list_diff(segment.id, targets.desired[segment.id], None)
+        list_ids[segment.id] = list_id
+
+    segment_ids: dict[str, str | None] = {}
+    for segment in targets.segments:
+        segment_ids[segment.id] = _existing_segment(log, klaviyo, config, state, segment)
+
+    for segment_id, list_id in list_ids.items():
+        if list_id and diffs[segment_id].add:
+            check_list_flows(list_id)
+    for segment in targets.segments:
+        klaviyo_id = segment_ids[segment.id]
+        segment_diff = plan.segment_diffs.get(segment.id)
+        if klaviyo_id and segment_diff is not None and segment_diff.joined:
+            check_segment_flows(klaviyo, config, klaviyo_id)
+
+    for segment in targets.lists:
+        name = target_name(config.segment_list_prefix, segment.name)
+        list_id = list_ids[segment.id]
+        if list_id is None:
+            list_id = klaviyo.create_list(name)
+            log.info("Created the Klaviyo list %r (%s) for segment %r.", name, list_id, segment.name)
+        elif segment.id in state.lists and state.lists[segment.id].name != name:
+            klaviyo.rename_list(list_id, name)
+            log.info(
+                "Renamed the Klaviyo list %s from %r to %r (the Nosto segment was renamed).",
+                list_id,
+                state.lists[segment.id].name,
+                name,
+            )
+        state.lists[segment.id] = RememberedList(list_id, name)
+
+    try:
+        for segment in targets.segments:
+            _ensure_segment(log, klaviyo, config, state, segment, segment_ids[segment.id])
+    except KlaviyoPermissionError as err:
+        raise KlaviyoConfigError(
+            "The Klaviyo key cannot create or update segments (it needs the scope 'segments:write', and "
+            "'segments:read' to find them). Add the scopes to the private key, or set klaviyo_segments=false "
+            "in the sync configuration."
+        ) from err
+
+    for segment_id in targets.dropped_lists:
+        entry = state.lists.pop(segment_id)
+        files.delete_members(segment_id)
+        log.warning(
+            "Segment %s no longer has a segment list in the configuration; the Klaviyo list %r (%s) is left as "
+            "it is and no longer updated. Delete it in Klaviyo if it is not needed.",
+            segment_id,
+            entry.name,
+            entry.id,
+        )
+    for segment_id in targets.dropped_segments:
+        gone = state.segments.pop(segment_id)
+        log.warning(
+            "Segment %s no longer has a Klaviyo segment in the configuration; the Klaviyo segment %r (%s) is "
+            "left as it is. Delete it in Klaviyo if it is not needed.",
+            segment_id,
+            gone.name,
+            gone.id,
+        )
+
+    for diff in diffs.values():
+        if not diff.empty:
+            files.write_diff(plan.generation, diff)
+    files.save(state)
+
+
+def _existing_segment(
+    log: Logger, klaviyo: KlaviyoHook, config: SyncConfig, state: TargetState, segment: Segment
+) -> str | None:
+    """The id of the Klaviyo segment to keep for a Nosto segment: the remembered one, else one found by name."""
+    entry = state.segments.get(segment.id)
+    try:
+        if entry is not None:
+            if klaviyo.get_segment(entry.id) is not None:
+                return entry.id
+            log.warning(
+                "The Klaviyo segment %s (%r) no longer exists; it is created again.", entry.id, entry.name
+            )
+            del state.segments[segment.id]
+        name = target_name(config.klaviyo_segment_prefix, segment.name)
+        found = klaviyo.find_segment_by_name(name)
+    except KlaviyoPermissionError as err:
+        raise KlaviyoConfigError(
+            "The Klaviyo key cannot read segments (it needs the scopes 'segments:read' and 'segments:write'). "
+            "Add them to the private key, or set klaviyo_segments=false in the sync configuration."
+        ) from err
+    if found:
+        log.info(
+            "Using the existing Klaviyo segment %r (%s) for Nosto segment %r.", name, found, segment.name
+        )
+    return found
+
+
+def _ensure_segment(
+    log: Logger,
+    klaviyo: KlaviyoHook,
+    config: SyncConfig,
+    state: TargetState,
+    segment: Segment,
+    klaviyo_id: str | None,
+) -> None:
+    wanted = _wanted_segment(config, segment, klaviyo_id or "")
+    definition = contains_definition(config.property_name, segment.name)
+    if klaviyo_id is None:
+        klaviyo_id = klaviyo.create_segment(wanted.name, definition)
+        log.info(
+            "Created the Klaviyo segment %r (%s): %s contains %r.",
+            wanted.name,
+            klaviyo_id,
+            config.property_name,
+            segment.name,
+        )
+    elif segment.id in state.segments and _differs(state.segments[segment.id], wanted):
+        # Only a definition this sync wrote is rewritten, when the Nosto name or the property changed.
+        klaviyo.update_segment(klaviyo_id, wanted.name, definition)
+        log.info(
+            "Updated the Klaviyo segment %s to %r: %s contains %r.",
+            klaviyo_id,
+            wanted.name,
+            config.property_name,
+            segment.name,
+        )
+    state.segments[segment.id] = RememberedSegment(
+        klaviyo_id, wanted.name, wanted.value, wanted.property_name
+    )
+
+
+def check_segment_flows(klaviyo: KlaviyoHook, config: SyncConfig, segment_id: str) -> None:
+    """Stop before writing when profiles entering a Klaviyo segment would trigger a flow (emails)."""
+    if not config.check_flows:
+        return
+    try:
+        flows = klaviyo.get_segment_flow_triggers(segment_id)
+    except KlaviyoPermissionError as err:
+        raise KlaviyoConfigError(
+            "The Klaviyo key cannot read the flows triggered by the segment (it needs the scopes 'flows:read' "
+            "and 'segments:read'). Add them to the private key, or set check_flows=false in the sync "
+            "configuration to switch the check off explicitly."
+        ) from err
+    firing = [
+        flow
+        for flow in flows
+        if flow.get("status") != "draft" and str(flow.get("id")) not in config.allowed_flows
+    ]
+    if firing:
+        names = ", ".join(f"{flow.get('name')!r} (id {flow.get('id')})" for flow in firing)
+        raise KlaviyoConfigError(
+            f"Stopped before writing: profiles entering the Klaviyo segment {segment_id} would trigger the "
+            f"Klaviyo flow(s) {names}, which may send emails. Turn the flow off in Klaviyo, or allow it by "
+            "adding its id to 'allowed_flows' in the sync configuration."
+        )
+
+
+class KlaviyoSegmentListOperator(BaseOperator):
+    """
+    Make each per-segment Klaviyo list hold exactly its Nosto segment's members (``segment_lists`` option).
+
+    Runs after the push tasks, which create the profiles of new contacts. Reads the list diffs the sync task
+    wrote for its generation, looks the profiles up by email (100 per call), and adds and removes them by
+    profile id (1,000 per call); a list whose membership is unknown is compared with what Klaviyo holds, and
+    every other profile is removed from it. Contacts without a Klaviyo profile (rejected by the import) are
+    left out and tried again on the next run. Re-running is safe: adding a member twice or removing a
+    non-member changes nothing.
+
+    :param plan: the sync task's XCom (its list of push specs, usually ``plan.output``), for the generation
+        and the state location.
+    :param klaviyo_conn_id: the ``klaviyo`` connection.
+    """
+
+    template_fields: Sequence[str] = ("plan",)
+    ui_color = "#f1e8fd"
+
+    def __init__(
+        self,
+        *,
+        plan: Any,
+        klaviyo_conn_id: str = KlaviyoHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.klaviyo_conn_id = klaviyo_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        specs = list(self.plan or [])
+        if not specs:
+            self.log.info("Nothing was planned: no segment list to update.")
+            return {}
+        spec = specs[0]
+        if spec["dry_run"]:
+            self.log.info("Dry run: no segment list is changed.")
+            return {}
+        generation, state_uri = int(spec["generation"]), str(spec["state_uri"])
+        store = StateStore(state_uri)
+        current = store.load_meta().generation
+        if generation < current:
+            self.log.info("Nothing to do: generation %d was superseded by %d.", generation, current)
+            return {}
+
+        files = TargetFiles(state_uri)
+        pending = {
+            segment_id: (entry, diff)
+            for segment_id, entry in sorted(files.load().lists.items())
+            if (diff := files.read_diff(generation, segment_id)) is not None
+        }
+        if not pending:
+            self.log.info("No segment list changes in generation %d.", generation)
+            return {}
+        hook = KlaviyoHook(klaviyo_conn_id=self.klaviyo_conn_id, concurrency=int(spec["pool_slots"]))
+        _, aliases = store.read_email_aliases()
+        summaries = {}
+        for segment_id, (entry, diff) in pending.items():
+            started = time.monotonic()
+            summaries[segment_id] = self.apply_list(hook, files, entry, diff, aliases)
+            files.delete_diff(generation, segment_id)
+            summaries[segment_id]["seconds"] = round(time.monotonic() - started, 1)
+        return {"generation": generation, "lists": summaries, "calls": hook.calls_made}
+
+    def apply_list(
+        self,
+        hook: KlaviyoHook,
+        files: TargetFiles,
+        entry: RememberedList,
+        diff: ListDiff,
+        aliases: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """Apply one list's diff and record the members Klaviyo now holds."""
+        found = _profile_ids(hook, diff.add, aliases)
+        if diff.reconcile:
+            current = set(hook.iter_list_profile_ids(entry.id))
+            to_add = [profile_id for profile_id in found.values() if profile_id not in current]
+            to_remove = sorted(current - set(found.values()))
+            members = set(found)
+        else:
+            to_add = list(found.values())
+            to_remove = sorted(_profile_ids(hook, diff.remove, aliases).values())
+            members = ((files.read_members(diff.segment_id) or set()) - set(diff.remove)) | set(found)
+        hook.remove_profiles_from_list(entry.id, to_remove)
+        hook.add_profiles_to_list(entry.id, to_add)
+        files.write_members(diff.segment_id, members)
+
+        missing = len(diff.add) - len(found)
+        self.log.info(
+            "Segment list %r (%s): added %d, removed %d; it now holds %d members%s.",
+            entry.name,
+            entry.id,
+            len(to_add),
+            len(to_remove),
+            len(members),
+            f"; {missing} contacts have no Klaviyo profile yet and are tried again next run"
+            if missing
+            else "",
+        )
+        return {
+            "list_id": entry.id,
+            "list_name": entry.name,
+            "added": len(to_add),
+            "removed": len(to_remove),
+            "members": len(members),
+            "without_profile": missing,
+            "reconciled": diff.reconcile,
+        }
+
+
+def _profile_ids(hook: KlaviyoHook, emails: Sequence[str], aliases: Mapping[str, str]) -> dict[str, str]:
+    """``{normalised email: profile id}``, looking up profiles stored with other letter case by that spelling."""
+    spelled = {aliases.get(email, email): email for email in emails}
+    return {
+        spelled[stored]: profile_id for stored, profile_id in hook.get_profile_ids_by_email(spelled).items()
+    }
