@@ -1,0 +1,245 @@
+"""Per-segment Klaviyo lists and Klaviyo segments, with the operators run in this process against the sandbox."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOperator
+from airflow_provider_klaviyo_nosto.operators.segment_targets import KlaviyoSegmentListOperator
+from airflow_provider_klaviyo_nosto.operators.sync import NostoSegmentSyncOperator
+from sandbox.harness import DEMO_KLAVIYO_KEY, DEMO_NOSTO_APPS_TOKEN, DEMO_NOSTO_EXPORT_TOKEN
+from tests.e2e.conftest import Sandbox
+
+pytestmark = pytest.mark.e2e
+
+VIP = {"id": "5a497a000000000000000001", "name": "VIP"}
+KOMBAI = {"id": "5a497a000000000000000002", "name": "Category affinity: Kombai"}
+LOYAL = {"id": "5a497a000000000000000003", "name": "Loyal Customers"}
+CATALOGUE = [VIP, KOMBAI, LOYAL]
+#: Every scope the sync needs, for keys built without one of them.
+SCOPES = [
+    "accounts:read",
+    "lists:read",
+    "lists:write",
+    "profiles:read",
+    "profiles:write",
+    "flows:read",
+    "segments:read",
+    "segments:write",
+]
+
+
+@pytest.fixture
+def klaviyo(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    """A clean sandbox and the two connections, for operators run in this process."""
+    sandbox.reset()
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KLAVIYO_DEFAULT",
+        json.dumps({"conn_type": "klaviyo", "host": sandbox.klaviyo, "password": DEMO_KLAVIYO_KEY}),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOSTO_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "nosto",
+                "host": sandbox.nosto,
+                "password": DEMO_NOSTO_APPS_TOKEN,
+                "extra": {"export_token": DEMO_NOSTO_EXPORT_TOKEN},
+            }
+        ),
+    )
+    return sandbox
+
+
+def nosto_serves(
+    sandbox: Sandbox, catalogue: Sequence[Mapping[str, str]], members: Mapping[str, list[str]]
+) -> None:
+    lines = b"".join(
+        json.dumps({"email": email, "nosto_segments": names}).encode() + b"\n"
+        for email, names in members.items()
+    )
+    requests.put(f"{sandbox.nosto}/__sandbox/catalogue", json=list(catalogue), timeout=30).raise_for_status()
+    requests.put(
+        f"{sandbox.nosto}/__sandbox/export", data=gzip.compress(lines), timeout=30
+    ).raise_for_status()
+
+
+def run_sync(config: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The DAG's three steps, as the workers run them: plan, every push, then the segment lists."""
+    context: Any = {}
+    specs = NostoSegmentSyncOperator(task_id="plan_sync", config_variable="", defaults=dict(config)).execute(
+        context
+    )
+    specs = json.loads(json.dumps(specs))
+    for spec in specs:
+        KlaviyoSegmentPushOperator(
+            task_id="push_segment", push=spec, deferrable=False, poll_interval=0.1
+        ).execute(context)
+    lists = KlaviyoSegmentListOperator(task_id="sync_segment_lists", plan=specs).execute(context)
+    return specs, lists
+
+
+def list_members(state: dict[str, Any], name: str) -> set[str]:
+    emails = {profile["id"]: profile["email"] for profile in state["profiles"]}
+    found = [item for item in state["lists"] if item["name"] == name]
+    assert len(found) == 1, f"expected one list named {name!r}, found {len(found)}"
+    return {emails[profile_id] for profile_id in found[0]["members"]}
+
+
+def contains_value(segment: dict[str, Any]) -> tuple[str, str]:
+    (group,) = segment["definition"]["condition_groups"]
+    (condition,) = group["conditions"]
+    assert condition["type"] == "profile-property"
+    assert condition["filter"]["type"] == "list"
+    assert condition["filter"]["operator"] == "contains"
+    return condition["property"], condition["filter"]["value"]
+
+
+def writes(sandbox: Sandbox, since: int) -> list[tuple[str, str]]:
+    return [(e["method"], e["template"]) for e in sandbox.requests_log(since) if e["method"] != "GET"]
+
+
+def test_lists_mirror_their_segments_and_klaviyo_segments_follow_renames(
+    klaviyo: Sandbox, tmp_path: Path
+) -> None:
+    # A list with the sync's name already exists (made by hand, or by a create whose answer was lost),
+    # holding a profile that is not in the segment: it is adopted, not duplicated, and made to match.
+    klaviyo.seed_profiles([{"email": "stray@example.com", "lists": ["Nosto list: VIP"]}])
+    config = {
+        "segments": [segment["id"] for segment in CATALOGUE],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": [VIP["id"], KOMBAI["name"]],
+        "klaviyo_segments": True,
+        "klaviyo_pool_slots": 1,
+    }
+    nosto_serves(
+        klaviyo,
+        CATALOGUE,
+        {
+            "a@example.com": ["VIP", "Category affinity: Kombai"],
+            "b@example.com": ["VIP"],
+            "c@example.com": ["Category affinity: Kombai", "Loyal Customers"],
+            "d@example.com": ["Loyal Customers"],
+        },
+    )
+    _, lists = run_sync(config)
+
+    state = klaviyo.state()
+    assert list_members(state, "Nosto list: VIP") == {"a@example.com", "b@example.com"}
+    assert list_members(state, "Nosto list: Category affinity: Kombai") == {"a@example.com", "c@example.com"}
+    assert not [item for item in state["lists"] if "Loyal" in item["name"]]
+    assert sorted((s["name"], contains_value(s)) for s in state["segments"]) == [
+        ("Nosto: Category affinity: Kombai", ("properties['nosto_segment']", "Category affinity: Kombai")),
+        ("Nosto: Loyal Customers", ("properties['nosto_segment']", "Loyal Customers")),
+        ("Nosto: VIP", ("properties['nosto_segment']", "VIP")),
+    ]
+    assert lists["lists"][VIP["id"]]["removed"] == 1
+    vip_list_id = next(item["id"] for item in state["lists"] if item["name"] == "Nosto list: VIP")
+    kombai_list_id = next(item["id"] for item in state["lists"] if item["name"].endswith("Kombai"))
+    segment_ids = {s["name"]: s["id"] for s in state["segments"]}
+
+    # Next day: b leaves VIP and d joins it; a leaves Kombai and e joins; Nosto renames Kombai.
+    renamed = {**KOMBAI, "name": "Category affinity: Kombai dogs"}
+    nosto_serves(
+        klaviyo,
+        [VIP, renamed, LOYAL],
+        {
+            "a@example.com": ["VIP"],
+            "b@example.com": [],
+            "c@example.com": ["Category affinity: Kombai dogs", "Loyal Customers"],
+            "d@example.com": ["Loyal Customers", "VIP"],
+            "e@example.com": ["Category affinity: Kombai dogs"],
+        },
+    )
+    run_sync({**config, "segment_lists": [VIP["id"], KOMBAI["id"]], "removal_threshold": 1.0})
+
+    state = klaviyo.state()
+    assert list_members(state, "Nosto list: VIP") == {"a@example.com", "d@example.com"}
+    assert list_members(state, "Nosto list: Category affinity: Kombai dogs") == {
+        "c@example.com",
+        "e@example.com",
+    }
+    assert {item["name"]: item["id"] for item in state["lists"]}[
+        "Nosto list: Category affinity: Kombai dogs"
+    ] == (kombai_list_id)
+    assert {item["name"]: item["id"] for item in state["lists"]}["Nosto list: VIP"] == vip_list_id
+    assert len(state["segments"]) == 3
+    renamed_segment = next(
+        s for s in state["segments"] if s["id"] == segment_ids["Nosto: Category affinity: Kombai"]
+    )
+    assert renamed_segment["name"] == "Nosto: Category affinity: Kombai dogs"
+    assert contains_value(renamed_segment) == (
+        "properties['nosto_segment']",
+        "Category affinity: Kombai dogs",
+    )
+
+    # The Kombai list is taken out of the configuration: it is left as it is, never deleted or emptied.
+    mark = len(klaviyo.requests_log())
+    run_sync({**config, "segment_lists": [VIP["id"]]})
+    assert writes(klaviyo, mark) == []
+    assert list_members(klaviyo.state(), "Nosto list: Category affinity: Kombai dogs") == {
+        "c@example.com",
+        "e@example.com",
+    }
+    targets = json.loads((tmp_path / "state" / "targets.json").read_text())
+    assert list(targets["lists"]) == [VIP["id"]]
+
+    # Nothing changed: no list or segment is created, renamed or written, and nothing is planned.
+    mark = len(klaviyo.requests_log())
+    specs, _ = run_sync({**config, "segment_lists": [VIP["id"]]})
+    assert specs == []
+    assert writes(klaviyo, mark) == []
+
+
+def test_a_flow_on_a_segment_list_stops_the_run_before_writing(klaviyo: Sandbox, tmp_path: Path) -> None:
+    requests.post(
+        f"{klaviyo.klaviyo}/__sandbox/lists", json={"name": "Nosto list: VIP"}, timeout=30
+    ).raise_for_status()
+    flows = {"Nosto list: VIP": [{"id": "FLOW1", "name": "VIP welcome", "status": "live"}]}
+    requests.put(f"{klaviyo.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": True,
+        "klaviyo_pool_slots": 1,
+    }
+    mark = len(klaviyo.requests_log())
+
+    with pytest.raises(KlaviyoConfigError, match=r"'VIP welcome' \(id FLOW1\)"):
+        run_sync(config)
+
+    assert writes(klaviyo, mark) == [("POST", "/api/lists")]  # the address book, created before the check
+    assert [item["name"] for item in klaviyo.state()["lists"]] == ["Nosto list: VIP", "Nosto Customers"]
+
+
+def test_a_key_without_segments_write_gets_an_error_naming_the_scope(
+    klaviyo: Sandbox, tmp_path: Path
+) -> None:
+    keys = {DEMO_KLAVIYO_KEY: [scope for scope in SCOPES if scope != "segments:write"]}
+    requests.put(
+        f"{klaviyo.klaviyo}/__sandbox/config", json={"api_keys": keys}, timeout=30
+    ).raise_for_status()
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "klaviyo_segments": True,
+        "klaviyo_pool_slots": 1,
+    }
+
+    with pytest.raises(KlaviyoConfigError, match="segments:write"):
+        run_sync(config)
+
+    state = klaviyo.state()
+    assert state["segments"] == []
+    assert state["jobs"] == []
