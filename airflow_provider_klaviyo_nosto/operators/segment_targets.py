@@ -164,11 +164,14 @@ def plan_targets(
     plan: SyncPlan,
     *,
     dry_run: bool,
+    reconcile_lists: bool = False,
 ) -> TargetPlan:
     """Decide which segment lists and Klaviyo segments this run keeps, and each list's membership diff.
 
     A list whose confirmed membership is unknown (never filled, or the previous run's update of it did not
     finish) is reconciled against what Klaviyo holds instead of diffed.
+
+    :param reconcile_lists: compare every list with what Klaviyo holds (a full resync).
     """
     try:
         lists = select_segments(config.segment_lists, chosen, "segment_lists")
@@ -184,7 +187,8 @@ def plan_targets(
     diffs: dict[str, ListDiff] = {}
     for segment in lists:
         unfinished = files.diff_path(applied.generation, segment.id).exists()
-        members = None if segment.id not in remembered.lists or unfinished else files.read_members(segment.id)
+        known = segment.id in remembered.lists and not unfinished and not reconcile_lists
+        members = files.read_members(segment.id) if known else None
         diffs[segment.id] = list_diff(segment.id, desired[segment.id], members)
 
     targets = TargetPlan(
@@ -209,6 +213,20 @@ def plan_targets(
             )
         else:
             log.info("Segment list %r: %s add %d and remove %d.", name, verb, len(diff.add), len(diff.remove))
+    for segment in segments:
+        wanted = _wanted_segment(config, segment, "")
+        previous = remembered.segments.get(segment.id)
+        if previous is None:
+            log.info("Klaviyo segment %r: %s be found by name or created.", wanted.name, verb)
+        elif _differs(previous, wanted):
+            log.info(
+                "Klaviyo segment %s: %s be renamed %r, %s contains %r.",
+                previous.id,
+                verb,
+                wanted.name,
+                config.property_name,
+                segment.name,
+            )
     return targets
 
 
