@@ -243,3 +243,23 @@ def test_a_key_without_segments_write_gets_an_error_naming_the_scope(
     state = klaviyo.state()
     assert state["segments"] == []
     assert state["jobs"] == []
+
+
+def test_a_contact_klaviyo_rejects_joins_its_list_on_the_next_run(klaviyo: Sandbox, tmp_path: Path) -> None:
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": ["VIP"]})
+    klaviyo.add_fault({"kind": "job_fail_emails", "emails": ["b@example.com"], "reason": "Invalid input."})
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": True,
+        "klaviyo_pool_slots": 1,
+    }
+
+    _, lists = run_sync(config)
+    assert list_members(klaviyo.state(), "Nosto list: VIP") == {"a@example.com"}
+    assert lists["lists"][VIP["id"]]["without_profile"] == 1
+
+    klaviyo.clear_faults()
+    _, lists = run_sync(config)
+    assert list_members(klaviyo.state(), "Nosto list: VIP") == {"a@example.com", "b@example.com"}
+    assert lists["lists"][VIP["id"]]["added"] == 1
