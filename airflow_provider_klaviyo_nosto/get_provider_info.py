@@ -39,7 +39,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Klaviyo",
-                "python-modules": [f"{_PACKAGE}.operators.sync", f"{_PACKAGE}.operators.push"],
+                "python-modules": [
+                    f"{_PACKAGE}.operators.sync",
+                    f"{_PACKAGE}.operators.push",
+                    f"{_PACKAGE}.operators.segment_targets",
+                ],
             },
         ],
         "sensors": [
