@@ -263,3 +263,54 @@ def test_a_contact_klaviyo_rejects_joins_its_list_on_the_next_run(klaviyo: Sandb
     _, lists = run_sync(config)
     assert list_members(klaviyo.state(), "Nosto list: VIP") == {"a@example.com", "b@example.com"}
     assert lists["lists"][VIP["id"]]["added"] == 1
+
+
+def test_a_list_update_that_died_half_way_is_caught_up_exactly(klaviyo: Sandbox, tmp_path: Path) -> None:
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": True,
+        "klaviyo_segments": True,
+        "klaviyo_pool_slots": 1,
+        "removal_threshold": 1.0,
+    }
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": ["VIP"]})
+    run_sync(config)
+
+    # The next run plans and pushes, but its list task dies after adding c and before recording it.
+    nosto_serves(
+        klaviyo, CATALOGUE, {"a@example.com": [], "b@example.com": ["VIP"], "c@example.com": ["VIP"]}
+    )
+    context: Any = {}
+    specs = NostoSegmentSyncOperator(task_id="plan_sync", config_variable="", defaults=config).execute(
+        context
+    )
+    for spec in json.loads(json.dumps(specs)):
+        KlaviyoSegmentPushOperator(task_id="push_segment", push=spec, deferrable=False).execute(context)
+    klaviyo.seed_profiles([{"email": "c@example.com", "lists": ["Nosto list: VIP"]}])
+
+    # A day later c leaves again and d joins: this run compares the list with what Klaviyo holds, so the
+    # half-applied update leaves nobody behind.
+    nosto_serves(klaviyo, CATALOGUE, {"b@example.com": ["VIP"], "d@example.com": ["VIP"]})
+    _, lists = run_sync(config)
+
+    assert list_members(klaviyo.state(), "Nosto list: VIP") == {"b@example.com", "d@example.com"}
+    assert lists["lists"][VIP["id"]]["reconciled"] is True
+
+
+def test_a_dry_run_creates_and_writes_nothing(klaviyo: Sandbox, tmp_path: Path) -> None:
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": True,
+        "klaviyo_segments": True,
+    }
+    context: Any = {}
+    specs = NostoSegmentSyncOperator(
+        task_id="plan_sync", config_variable="", defaults=config, dry_run=True
+    ).execute(context)
+    KlaviyoSegmentListOperator(task_id="sync_segment_lists", plan=specs).execute(context)
+
+    assert klaviyo.requests_log() == []
+    assert not (tmp_path / "state" / "targets.json").exists()
