@@ -60,7 +60,7 @@ BUILT_IN_PROFILE_PROPERTIES = frozenset(
     {"email", "phone_number", "external_id", "first_name", "last_name", "organization", "title", "locale"}
 )
 CUSTOM_PROPERTY = re.compile(r"properties\['[^'\]]+'\]")
-#: ``additional-fields[list]=profile_count`` is counted in a separate, much smaller bucket.
+#: ``additional-fields[list]=profile_count`` (and ``[segment]``) is counted in a separate, much smaller bucket.
 PROFILE_COUNT_LIMIT = RateLimitSpec(burst=1, steady=15)
 
 T = TypeVar("T")
@@ -387,7 +387,9 @@ class KlaviyoSandbox:
         return Call(request=request, operation=operation, path=path_params, query=query, body=body, base=base)
 
     def _rate_bucket(self, call: Call) -> tuple[str, RateLimitSpec]:
-        if "profile_count" in call.query.get("additional-fields[list]", []):
+        if "profile_count" in call.query.get(
+            "additional-fields[list]", []
+        ) or "profile_count" in call.query.get("additional-fields[segment]", []):
             return f"{call.operation.operation_id}:profile_count", PROFILE_COUNT_LIMIT
         return call.operation.operation_id, call.operation.rate_limit
 
@@ -1239,6 +1241,15 @@ class KlaviyoSandbox:
 
     def get_segment(self, call: Call) -> Response:
         record = self._get_segment(call.path["id"])
+        if "profile_count" in call.query.get("additional-fields[segment]", []):
+            # Counting members would mean evaluating the definition, which the sandbox never pretends to do.
+            raise ApiError(
+                400,
+                "invalid",
+                "Invalid input.",
+                "The sandbox stores segment definitions but does not evaluate them, so it cannot count members.",
+                parameter="additional-fields[segment]",
+            )
         return api_json(
             200, {"data": self._segment_resource(call, record), "links": {"self": str(call.request.url)}}
         )

@@ -159,3 +159,13 @@ def test_update_list_renames_it(klaviyo: KlaviyoClient) -> None:
     response = klaviyo.call("PATCH", f"/api/lists/{list_id}", json=body)
     assert response.status_code == 200, response.text
     assert [item["name"] for item in klaviyo.admin("GET", "state")["lists"]] == ["B"]
+
+
+def test_the_sandbox_does_not_pretend_to_count_segment_members(klaviyo: KlaviyoClient) -> None:
+    segment_id = create_segment(klaviyo, "Nosto: vip")
+    response = klaviyo.call(
+        "GET", f"/api/segments/{segment_id}", params={"additional-fields[segment]": "profile_count"}
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["source"] == {"parameter": "additional-fields[segment]"}
+    assert klaviyo.call("GET", f"/api/segments/{segment_id}/profiles").status_code == 404
