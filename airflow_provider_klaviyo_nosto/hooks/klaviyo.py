@@ -765,18 +765,25 @@ class KlaviyoHook(HttpHook):
         :param name: the list name.
         :raises KlaviyoError: when more than one list has the name.
         """
-        params = {
-            "filter": f"equals(name,{_filter_values([name])})",
-            "fields[list]": "name",
-            "page[size]": LIST_PAGE_SIZE,
-        }
-        ids = [item["id"] for item in self.paginate("/api/lists", params) if _attr(item, "name") == name]
+        ids = self.find_lists_by_name(name)
         if len(ids) > 1:
             raise KlaviyoError(
                 f"{len(ids)} Klaviyo lists are named {name!r} (ids {', '.join(ids)}); set the list id "
                 "in the sync configuration to say which one to use"
             )
         return ids[0] if ids else None
+
+    def find_lists_by_name(self, name: str) -> list[str]:
+        """Return the ids of every list called exactly ``name`` (Klaviyo allows several).
+
+        :param name: the list name.
+        """
+        params = {
+            "filter": f"equals(name,{_filter_values([name])})",
+            "fields[list]": "name",
+            "page[size]": LIST_PAGE_SIZE,
+        }
+        return [item["id"] for item in self.paginate("/api/lists", params) if _attr(item, "name") == name]
 
     def get_list(self, list_id: str) -> dict[str, Any] | None:
         """Return the list resource (``data``), or ``None`` when Klaviyo has no such list.

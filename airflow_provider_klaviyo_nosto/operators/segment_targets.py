@@ -17,7 +17,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_klaviyo_nosto.config import SyncConfig
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.state_store import StateStore
 from airflow_provider_klaviyo_nosto.sync.model import Segment
@@ -261,7 +261,13 @@ def apply_targets(
                 segment.name,
             )
         if list_id is None:
-            list_id = klaviyo.find_list_by_name(name)
+            found = klaviyo.find_lists_by_name(name)
+            if len(found) > 1:
+                raise KlaviyoError(
+                    f"{len(found)} Klaviyo lists are named {name!r} (ids {', '.join(found)}): delete or rename all "
+                    f"but one of them, so that the sync knows which one is the list of segment {segment.name!r}."
+                )
+            list_id = found[0] if found else None
             if list_id:
                 log.warning(
                     "Using the existing Klaviyo list %r (%s) for segment %r: its members are made to match the "
@@ -296,7 +302,7 @@ def apply_targets(
         elif segment.id in state.lists and state.lists[segment.id].name != name:
             klaviyo.rename_list(list_id, name)
             log.info(
-                "Renamed the Klaviyo list %s from %r to %r (the Nosto segment was renamed).",
+                "Renamed the Klaviyo list %s from %r to %r (the Nosto segment's name or the prefix changed).",
                 list_id,
                 state.lists[segment.id].name,
                 name,

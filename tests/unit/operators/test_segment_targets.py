@@ -1,0 +1,114 @@
+"""Finding, creating and checking the per-segment lists and Klaviyo segments, against a mocked hook."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from airflow_provider_klaviyo_nosto.config import SyncConfig
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError
+from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
+from airflow_provider_klaviyo_nosto.operators.segment_targets import TargetFiles, TargetPlan, apply_targets
+from airflow_provider_klaviyo_nosto.sync.model import ADDRESS_BOOK_KEY, Segment
+from airflow_provider_klaviyo_nosto.sync.plan import SegmentDiff, SyncPlan
+from airflow_provider_klaviyo_nosto.sync.targets import (
+    ListDiff,
+    RememberedList,
+    RememberedSegment,
+    TargetState,
+    contains_definition,
+)
+
+VIP = Segment("101", "VIP")
+LOG = logging.getLogger("test")
+
+
+def plan(joined: int = 0) -> SyncPlan:
+    return SyncPlan(
+        generation=3,
+        changes_by_key={},
+        segment_diffs={VIP.id: SegmentDiff(VIP.id, VIP.name, joined=joined)},
+        address_book=SegmentDiff(ADDRESS_BOOK_KEY, ADDRESS_BOOK_KEY),
+        unchanged=False,
+        warnings=[],
+    )
+
+
+def targets(remembered: TargetState, *, lists: bool = True, segments: bool = False) -> TargetPlan:
+    return TargetPlan(
+        remembered=remembered,
+        lists=[VIP] if lists else [],
+        segments=[VIP] if segments else [],
+        desired={VIP.id: {"a@x.com"}} if lists else {},
+        list_diffs={VIP.id: ListDiff(VIP.id, ["a@x.com"], [])} if lists else {},
+    )
+
+
+@pytest.fixture
+def hook() -> mock.Mock:
+    klaviyo = mock.create_autospec(KlaviyoHook, instance=True)
+    klaviyo.get_list.return_value = {"id": "L1"}
+    klaviyo.find_lists_by_name.return_value = []
+    klaviyo.create_list.return_value = "NEW"
+    klaviyo.get_segment.return_value = {"id": "S1"}
+    klaviyo.find_segment_by_name.return_value = None
+    klaviyo.get_segment_flow_triggers.return_value = []
+    return klaviyo
+
+
+def test_a_remembered_list_is_used_without_a_name_look_up_or_a_create(
+    hook: mock.Mock, tmp_path: Path
+) -> None:
+    files = TargetFiles(f"file://{tmp_path}")
+    remembered = TargetState(lists={VIP.id: RememberedList("L1", "Nosto list: VIP")})
+    checked: list[str] = []
+
+    apply_targets(LOG, hook, files, SyncConfig(), targets(remembered), plan(), checked.append)
+
+    hook.find_lists_by_name.assert_not_called()
+    hook.create_list.assert_not_called()
+    assert checked == ["L1"]
+    assert files.load().lists == {VIP.id: RememberedList("L1", "Nosto list: VIP")}
+    assert files.read_diff(3, VIP.id) == ListDiff(VIP.id, ["a@x.com"], [])
+
+
+def test_two_lists_with_the_name_stop_the_run_naming_both(hook: mock.Mock, tmp_path: Path) -> None:
+    hook.find_lists_by_name.return_value = ["L1", "L2"]
+
+    with pytest.raises(KlaviyoError, match=r"2 Klaviyo lists are named 'Nosto list: VIP' \(ids L1, L2\)"):
+        apply_targets(
+            LOG, hook, TargetFiles(f"file://{tmp_path}"), SyncConfig(), targets(TargetState()), plan(), print
+        )
+    hook.create_list.assert_not_called()
+
+
+def test_a_flow_on_the_klaviyo_segment_stops_before_any_create(hook: mock.Mock, tmp_path: Path) -> None:
+    remembered = TargetState(segments={VIP.id: RememberedSegment("S1", "Nosto: vip", "vip", "nosto_segment")})
+    hook.get_segment_flow_triggers.return_value = [{"id": "F9", "name": "VIP welcome", "status": "live"}]
+    files = TargetFiles(f"file://{tmp_path}")
+
+    with pytest.raises(KlaviyoError, match=r"'VIP welcome' \(id F9\)"):
+        apply_targets(
+            LOG, hook, files, SyncConfig(), targets(remembered, segments=True), plan(joined=1), print
+        )
+    hook.create_list.assert_not_called()
+    hook.update_segment.assert_not_called()
+    assert files.load() == TargetState()
+
+
+def test_a_renamed_nosto_segment_updates_the_klaviyo_segment_it_made(hook: mock.Mock, tmp_path: Path) -> None:
+    remembered = TargetState(segments={VIP.id: RememberedSegment("S1", "Nosto: vip", "vip", "nosto_segment")})
+    files = TargetFiles(f"file://{tmp_path}")
+
+    apply_targets(
+        LOG, hook, files, SyncConfig(), targets(remembered, lists=False, segments=True), plan(), print
+    )
+
+    hook.update_segment.assert_called_once_with(
+        "S1", "Nosto: VIP", contains_definition("nosto_segment", "VIP")
+    )
+    hook.create_segment.assert_not_called()
+    assert files.load().segments[VIP.id] == RememberedSegment("S1", "Nosto: VIP", "VIP", "nosto_segment")
