@@ -560,6 +560,12 @@ def test_delay_and_reset_faults(klaviyo: KlaviyoClient) -> None:
     )
     with pytest.raises(requests.exceptions.ReadTimeout):
         klaviyo.call("GET", "/api/accounts", timeout=0.3)
+    # The server still answers the abandoned request a second later; wait for it, so that it cannot land
+    # in the request log of a later test.
+    deadline = time.monotonic() + 30
+    while not any(entry["path"] == "/api/accounts" for entry in klaviyo.admin("GET", "requests")["requests"]):
+        assert time.monotonic() < deadline, "the delayed request was never answered"
+        time.sleep(0.1)
     klaviyo.admin("POST", "faults", json={"kind": "reset", "path": "/api/accounts", "times": 1})
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(klaviyo.base + "/api/accounts", headers=klaviyo.headers(), timeout=5)
