@@ -69,6 +69,17 @@ with DAG(
             type="boolean",
             description="Allow removing more than the configured share of the address book or a segment.",
         ),
+        "full_resync": Param(
+            False,
+            type="boolean",
+            description="Compare with what Klaviyo holds (list members, property values) and repair every "
+            "difference; recreates a deleted list.",
+        ),
+        "migrate": Param(
+            False,
+            type="boolean",
+            description="Move to a changed list_name or property_name: rename the list, rewrite every value.",
+        ),
     },
     tags=["klaviyo", "nosto"],
 ) as dag:
@@ -78,6 +89,8 @@ with DAG(
         segment_ids="{{ params.segments }}",
         dry_run="{{ params.dry_run }}",
         allow_removals="{{ params.allow_removals }}",
+        full_resync="{{ params.full_resync }}",
+        migrate="{{ params.migrate }}",
         pool=KLAVIYO_POOL,
     )
 

@@ -249,6 +249,7 @@ class KlaviyoSandbox:
             "get_lists": self.get_lists,
             "create_list": self.create_list,
             "get_list": self.get_list,
+            "update_list": self.update_list,
             "delete_list": self.delete_list,
             "get_profiles_for_list": self.get_profiles_for_list,
             "get_profile_ids_for_list": self.get_profile_ids_for_list,
@@ -698,6 +699,26 @@ class KlaviyoSandbox:
                 "data": self._list_resource(call, record, with_count=with_count),
                 "links": {"self": str(call.request.url)},
             },
+        )
+
+    def update_list(self, call: Call) -> Response:
+        record = self._get_list(call.path["id"])
+        data = call.body["data"]
+        if data["id"] != record.id:
+            raise ApiError(
+                409,
+                "conflict",
+                "Conflict",
+                "The id in the body does not match the id in the URL.",
+                pointer="/data/id",
+            )
+        # null leaves a field as it is; a name is not checked for uniqueness, as in Klaviyo.
+        for name in ("name", "opt_in_process"):
+            if data["attributes"].get(name) is not None:
+                setattr(record, name, data["attributes"][name])
+        record.updated = now_utc()
+        return api_json(
+            200, {"data": self._list_resource(call, record), "links": {"self": str(call.request.url)}}
         )
 
     def delete_list(self, call: Call) -> Response:

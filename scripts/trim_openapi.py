@@ -26,7 +26,7 @@ TARGET = REPO_ROOT / "sandbox" / "klaviyo_openapi_trimmed.json"
 SERVED_OPERATIONS: dict[str, tuple[str, ...]] = {
     "/api/accounts": ("get",),
     "/api/lists": ("get", "post"),
-    "/api/lists/{id}": ("get", "delete"),
+    "/api/lists/{id}": ("get", "patch", "delete"),
     "/api/lists/{id}/profiles": ("get",),
     "/api/lists/{id}/relationships/profiles": ("get", "post", "delete"),
     "/api/lists/{id}/flow-triggers": ("get",),

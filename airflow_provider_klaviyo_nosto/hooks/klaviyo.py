@@ -56,6 +56,7 @@ REQUIRED_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/api/lists"): ("lists:read",),
     ("GET", "/api/lists/{id}"): ("lists:read",),
     ("POST", "/api/lists"): ("lists:write",),
+    ("PATCH", "/api/lists/{id}"): ("lists:write",),
     ("GET", "/api/lists/{id}/profiles"): ("lists:read", "profiles:read"),
     ("GET", "/api/lists/{id}/relationships/profiles"): ("lists:read", "profiles:read"),
     ("POST", "/api/lists/{id}/relationships/profiles"): ("lists:write", "profiles:write"),
@@ -802,6 +803,30 @@ class KlaviyoHook(HttpHook):
             raise KlaviyoServerError("Klaviyo created the list but its answer carried no list id")
         self.log.info("Created Klaviyo list %s", list_id)
         return list_id
+
+    def rename_list(self, list_id: str, name: str) -> None:
+        """Give a list another name; its id, members and the flows and segments built on it stay.
+
+        :param list_id: the Klaviyo list id.
+        :param name: the new name.
+        """
+        body = {"data": {"type": "list", "id": list_id, "attributes": {"name": name}}}
+        self.request("PATCH", f"/api/lists/{_segment(list_id)}", json=body, idempotent=True)
+
+    def iter_list_profiles(self, list_id: str, property_name: str) -> Iterator[tuple[str, Any]]:
+        """Yield ``(email, value of the property)`` for every member of a list, as Klaviyo stores them.
+
+        One pass over the list's members reads both, 100 per call; the value is ``None`` when a member
+        lacks the property. Used by a full resync to compare with what Klaviyo really holds.
+
+        :param list_id: the Klaviyo list id.
+        :param property_name: the custom property to read.
+        """
+        path = f"/api/lists/{_segment(list_id)}/profiles"
+        for profile in self.paginate(path, {"fields[profile]": "email,properties", "page[size]": PAGE_SIZE}):
+            email = _attr(profile, "email")
+            if isinstance(email, str):
+                yield email, (_attr(profile, "properties") or {}).get(property_name)
 
     def iter_list_profile_ids(self, list_id: str) -> Iterator[str]:
         """Yield the profile id of every member of a list.

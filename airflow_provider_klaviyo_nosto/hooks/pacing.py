@@ -54,6 +54,7 @@ ENDPOINT_TIERS: dict[tuple[str, str], str] = {
     ("GET", "/api/lists"): "L",
     ("POST", "/api/lists"): "M",
     ("GET", "/api/lists/{id}"): "L",
+    ("PATCH", "/api/lists/{id}"): "M",
     ("GET", "/api/lists/{id}/profiles"): "L",
     ("GET", "/api/lists/{id}/relationships/profiles"): "L",
     ("POST", "/api/lists/{id}/relationships/profiles"): "M",
