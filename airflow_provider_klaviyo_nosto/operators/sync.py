@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -204,11 +204,11 @@ class NostoSegmentSyncOperator(BaseOperator):
             return []
 
         klaviyo = klaviyo or self.klaviyo_hook(config)
-        list_id = self.ensure_address_book_list(
-            klaviyo, config, applied, full_resync=full_resync, rename_from=migration.old_list_name
-        )
+        list_id = self.ensure_address_book_list(klaviyo, config, applied, full_resync=full_resync)
         if plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values()):
             self.check_flows(klaviyo, config, list_id)
+        if migration.old_list_name and list_id == applied.list_id:
+            self.rename_address_book_list(klaviyo, config, list_id, migration.old_list_name)
 
         self.find_email_aliases(klaviyo, store, plan)
         self.record_plan(store, base, plan, config, list_id, folded_journals)
@@ -476,19 +476,16 @@ class NostoSegmentSyncOperator(BaseOperator):
         applied: AppliedState,
         *,
         full_resync: bool = False,
-        rename_from: str | None = None,
     ) -> str:
         """
         Find the address-book list, creating it only when absent, and remember its id.
 
         Klaviyo does not make list names unique and ``POST /api/lists`` is not idempotent, so a remembered id
-        always wins over a look-up by name, and a look-up by name always comes before a create. A migration
-        renames the remembered list, keeping its id, members, and the flows and segments built on it.
+        always wins over a look-up by name, and a look-up by name always comes before a create. A list
+        deleted in Klaviyo stops the run, unless it is a full resync, which finds or creates it again.
         """
         if applied.list_id:
             if klaviyo.get_list(applied.list_id) is not None:
-                if rename_from:
-                    self.rename_address_book_list(klaviyo, config, applied.list_id, rename_from)
                 return applied.list_id
             if not full_resync:
                 raise KlaviyoError(
@@ -514,6 +511,7 @@ class NostoSegmentSyncOperator(BaseOperator):
     def rename_address_book_list(
         self, klaviyo: KlaviyoHook, config: SyncConfig, list_id: str, old_name: str
     ) -> None:
+        """Rename the list in place (a migration): its id, members, and the flows and segments built on it stay."""
         other = klaviyo.find_list_by_name(config.list_name)
         if other and other != list_id:
             raise KlaviyoConfigError(
@@ -568,14 +566,17 @@ class NostoSegmentSyncOperator(BaseOperator):
             for segment_id, state in applied.segments.items()
             if segment_id in {segment.id for segment in chosen}
         } | {segment.name: segment.id for segment in chosen}
-        observed, unusable = observed_state(applied, members, other_values, ids_by_name)
+        known = _Either(applied.contacts, snapshot.contacts)
+        observed, left_alone = observed_state(applied, members, other_values, ids_by_name, known)
         self.log.info(
             "Full resync: read %d members of the list %s and the values of %d other profiles the sync wrote "
             "before; planning against what Klaviyo holds.%s",
             len(members),
             list_id or f"{config.list_name!r} (none yet)",
             len(other_values),
-            f" {unusable} members with an unusable email are left alone." if unusable else "",
+            f" {left_alone} members this sync did not add (or with an unusable email) are left alone."
+            if left_alone
+            else "",
         )
         return observed
 
@@ -774,6 +775,16 @@ class NostoSegmentSyncOperator(BaseOperator):
             members_after=diff.members_after,
             clear_property=clear_property,
         )
+
+
+class _Either:
+    """Membership in either of two collections, without building their union."""
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self.first, self.second = first, second
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.first or item in self.second
 
 
 def _as_bool(value: bool | str, name: str) -> bool:

@@ -9,7 +9,7 @@ property name plans against records marked as not written, so that every contact
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -47,15 +47,20 @@ def observed_state(
     list_members: Iterable[tuple[str, Any]],
     other_profiles: Iterable[tuple[str, Any]],
     ids_by_name: Mapping[str, str],
+    known: Container[str],
 ) -> tuple[AppliedState, int]:
     """Build the state Klaviyo holds from what was read, keeping the applied state's list and segments.
+
+    Only contacts of this sync count: a list member that is neither in the export nor in the applied state
+    was added by someone else, and a sync only ever removes what it added.
 
     :param applied: the applied state; only its list, property, generation and segments are kept.
     :param list_members: ``(email as Klaviyo stores it, property value)`` of every address-book member.
     :param other_profiles: the same for profiles outside the list whose value matters (contacts the
         applied state knows and the export no longer lists).
     :param ids_by_name: segment name -> id, for every name a value may hold (current and remembered).
-    :return: the observed state, and how many read emails could not be normalised (left out).
+    :param known: the normalised emails of this sync's contacts (the export's and the applied state's).
+    :return: the observed state, and how many members were left out (unusable email, or not this sync's).
     """
     contacts: dict[str, ContactRecord] = {}
     records: dict[ContactRecord, ContactRecord] = {}
@@ -65,6 +70,9 @@ def observed_state(
             try:
                 email = normalise_email(stored)
             except InvalidEmail:
+                unusable += 1
+                continue
+            if email not in known:
                 unusable += 1
                 continue
             if not in_book and email in contacts:

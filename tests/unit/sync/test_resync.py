@@ -55,18 +55,19 @@ def test_full_resync_repairs_edits_made_in_klaviyo_and_nothing_else() -> None:
     both = ContactRecord(True, (VIP.id, NEW.id), ("new", "vip"))
     applied = _applied({"ana@example.com": both, "bob@example.com": both, "cy@example.com": both})
     members = [("ana@example.com", ["new", "vip"]), ("Bob@Example.com", ["vip"]), ("x@example.com", None)]
-    observed, unusable = observed_state(applied, members, [], {"vip": VIP.id, "new": NEW.id})
     export = _snapshot(
         {email: {"vip", "new"} for email in ("ana@example.com", "bob@example.com", "cy@example.com")}
     )
+    known = set(applied.contacts) | set(export.contacts)
+    observed, left_alone = observed_state(applied, members, [], {"vip": VIP.id, "new": NEW.id}, known)
 
     plan = plan_sync(export, [VIP, NEW], observed)
 
-    assert unusable == 0
     changed = {change.email for changes in plan.changes_by_key.values() for change in changes}
-    # bob lost a name by hand, cy was taken off the list by hand, x was added to the list by hand.
-    assert changed == {"bob@example.com", "cy@example.com", "x@example.com"}
-    assert (plan.address_book.joined, plan.address_book.left) == (1, 1)
+    # bob lost a name by hand, cy was taken off the list by hand; x, added by someone else, stays (B14).
+    assert changed == {"bob@example.com", "cy@example.com"}
+    assert left_alone == 1
+    assert (plan.address_book.joined, plan.address_book.left) == (1, 0)
 
 
 def test_marked_records_are_all_written_again_with_their_value() -> None:
