@@ -74,7 +74,17 @@ def test_deleted_list_stops_a_normal_run_and_a_full_resync_rebuilds_it(runner: S
 def test_values_and_membership_edited_by_hand_are_repaired_and_nothing_else_is_written(
     runner: SyncRunner,
 ) -> None:
-    edit_profile(runner, email(5), {PROPERTY: ["Loyal Customers"]})
+    # Contact 5 unsubscribed and was suppressed since, and someone edited its value (B15: consent stays).
+    runner.sandbox.seed_profiles(
+        [
+            {
+                "email": email(5),
+                "consent": "UNSUBSCRIBED",
+                "suppressed": "HARD_BOUNCE",
+                "properties": {PROPERTY: ["Loyal Customers"]},
+            }
+        ]
+    )
     edit_profile(runner, email(25), {PROPERTY: "Brand fans: Nike"})
     edit_profile(runner, email(45), {PROPERTY: None})
     list_id = runner.klaviyo().lists_named(LIST_NAME)[0]["id"]
@@ -86,6 +96,8 @@ def test_values_and_membership_edited_by_hand_are_repaired_and_nothing_else_is_w
     ).raise_for_status()
     runner.sandbox.seed_profiles([{"email": "stranger@example.org", "lists": [LIST_NAME]}])
     edited = runner.klaviyo()
+    assert edited.profiles[email(5)]["suppressed"]
+    assert edited.values()[email(5)] == ["Loyal Customers"]
 
     # A normal run compares with the applied state, which knows nothing of the edits.
     mark = runner.request_mark()
@@ -106,6 +118,11 @@ def test_values_and_membership_edited_by_hand_are_repaired_and_nothing_else_is_w
     # The stranger was added to the list by someone else: a sync only removes what it added (B14).
     assert view.members() == set(EXPORT) | {"stranger@example.org"}
     assert {address: value for address, value in view.values().items() if address in EXPORT} == EXPECTED
+    consent = ("subscriptions", "suppressed", "suppression")
+    assert {k: view.profiles[email(5)][k] for k in consent} == {
+        k: edited.profiles[email(5)][k] for k in consent
+    }
+    assert view.state["subscription_calls"] == []
     written = Counter(write["email"] for write in runner.sandbox.writes(writes))
     assert written == Counter({email(5): 1, email(25): 1, email(45): 1, email(50): 1})
     mark = runner.request_mark()
