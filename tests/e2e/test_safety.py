@@ -198,3 +198,8 @@ def test_dry_run_dag_reports_per_segment_and_writes_nothing(
     assert "removed: c**********@e******.com" in log
     assert "contact0095@example.com" not in log
     assert "Dry run: nothing was written to Klaviyo or to the applied state." in log
+    # 5 of Nike's 20 members leave: the dry run says a real run would stop, instead of failing itself.
+    assert (
+        "A real run would stop before writing anything: segment 'Brand fans: Nike (EU)' (seg-b): 5 of 20"
+        in log
+    )
