@@ -105,3 +105,23 @@ def test_renamed_segment_in_the_report_counts_its_members_as_updated(world: Sync
 
     assert (spec_for(specs, VIP.id)["joined"], spec_for(specs, VIP.id)["updated"]) == (0, 2)
     assert spec_for(specs, NEW.id)["updated"] == 1
+
+
+def test_property_migration_with_unset_removes_the_old_property_of_every_contact(world: SyncWorld) -> None:
+    world.configure(empty_value="unset")
+    world.apply({ANA: ["vip"], BOB: []})
+    world.configure(empty_value="unset", property_name="segments")
+    world.klaviyo.get_profile_ids_by_email.side_effect = lambda emails: {
+        email: f"id-{email}" for email in emails
+    }
+
+    for spec in world.sync(migrate=True):
+        world.push(spec)
+
+    profiles = [
+        profile for call in world.klaviyo.submit_bulk_import.call_args_list for profile in call.args[0]
+    ]
+    assert all("nosto_segment" not in p["attributes"]["properties"] for p in profiles)
+    unset = sorted(call.args for call in world.klaviyo.unset_profile_property.call_args_list)
+    assert (f"id-{ANA}", "nosto_segment") in unset
+    assert (f"id-{BOB}", "nosto_segment") in unset
