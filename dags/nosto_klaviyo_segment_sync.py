@@ -12,7 +12,8 @@ Airflow UI; ``DEFAULTS`` below fills in whatever the Variable leaves out. The AP
 account's shared rate limits.
 
 To retry one segment, clear that one ``push_segment`` task instance (it is labelled with the segment's
-name): it re-applies its own diff and nothing else.
+name): it re-applies its own diff and nothing else. A manually triggered run's params (``segments``,
+``dry_run``, ``allow_removals``, ``full_resync``, ``migrate``) are explained in ``docs/lifecycle.md``.
 """
 
 from __future__ import annotations
