@@ -12,7 +12,8 @@ Airflow UI; ``DEFAULTS`` below fills in whatever the Variable leaves out. The AP
 account's shared rate limits.
 
 To retry one segment, clear that one ``push_segment`` task instance (it is labelled with the segment's
-name): it re-applies its own diff and nothing else.
+name): it re-applies its own diff and nothing else. A manually triggered run's params (``segments``,
+``dry_run``, ``allow_removals``, ``full_resync``, ``migrate``) are explained in ``docs/lifecycle.md``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ with DAG(
             type="boolean",
             description="Allow removing more than the configured share of the address book or a segment.",
         ),
+        "full_resync": Param(
+            False,
+            type="boolean",
+            description="Compare with what Klaviyo holds (list members, property values) and repair every "
+            "difference; recreates a deleted list.",
+        ),
+        "migrate": Param(
+            False,
+            type="boolean",
+            description="Move to a changed list_name or property_name: rename the list, rewrite every value.",
+        ),
     },
     tags=["klaviyo", "nosto"],
 ) as dag:
@@ -85,6 +97,8 @@ with DAG(
         segment_ids="{{ params.segments }}",
         dry_run="{{ params.dry_run }}",
         allow_removals="{{ params.allow_removals }}",
+        full_resync="{{ params.full_resync }}",
+        migrate="{{ params.migrate }}",
         pool=KLAVIYO_POOL,
     )
 

@@ -259,8 +259,8 @@ class KlaviyoSandbox:
             "get_lists": self.get_lists,
             "create_list": self.create_list,
             "get_list": self.get_list,
-            "delete_list": self.delete_list,
             "update_list": self.update_list,
+            "delete_list": self.delete_list,
             "get_profiles_for_list": self.get_profiles_for_list,
             "get_profile_ids_for_list": self.get_profile_ids_for_list,
             "add_profiles_to_list": self.add_profiles_to_list,
@@ -730,7 +730,8 @@ class KlaviyoSandbox:
                 pointer="/data/id",
             )
         attributes = data["attributes"]
-        if "name" in attributes:
+        # null leaves a field as it is; a name is not checked for uniqueness, as in Klaviyo.
+        if attributes.get("name") is not None:
             if not isinstance(attributes["name"], str) or not attributes["name"].strip():
                 raise ApiError(
                     400,

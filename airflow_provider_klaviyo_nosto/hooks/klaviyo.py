@@ -817,13 +817,28 @@ class KlaviyoHook(HttpHook):
         return list_id
 
     def rename_list(self, list_id: str, name: str) -> None:
-        """Give a list a new name; its id, members and flows stay.
+        """Give a list another name; its id, members and the flows and segments built on it stay.
 
         :param list_id: the Klaviyo list id.
         :param name: the new name.
         """
         body = {"data": {"type": "list", "id": list_id, "attributes": {"name": name}}}
         self.request("PATCH", f"/api/lists/{_segment(list_id)}", json=body, idempotent=True)
+
+    def iter_list_profiles(self, list_id: str, property_name: str) -> Iterator[tuple[str, Any]]:
+        """Yield ``(email, value of the property)`` for every member of a list, as Klaviyo stores them.
+
+        One pass over the list's members reads both, 100 per call; the value is ``None`` when a member
+        lacks the property. Used by a full resync to compare with what Klaviyo really holds.
+
+        :param list_id: the Klaviyo list id.
+        :param property_name: the custom property to read.
+        """
+        path = f"/api/lists/{_segment(list_id)}/profiles"
+        for profile in self.paginate(path, {"fields[profile]": "email,properties", "page[size]": PAGE_SIZE}):
+            email = _attr(profile, "email")
+            if isinstance(email, str):
+                yield email, (_attr(profile, "properties") or {}).get(property_name)
 
     def iter_list_profile_ids(self, list_id: str) -> Iterator[str]:
         """Yield the profile id of every member of a list.

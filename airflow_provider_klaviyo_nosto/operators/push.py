@@ -18,6 +18,7 @@ from airflow_provider_klaviyo_nosto.sync.batching import (
     BulkImportBatch,
     chunked,
     list_removals,
+    needs_profile_write,
     plan_bulk_batches,
     profile_payload,
 )
@@ -100,11 +101,12 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         summary = self.new_summary(spec)
         if spec["dry_run"]:
             self.log.info(
-                "Dry run for %r: would write %d contacts (%d joined, %d left).",
+                "Dry run for %r: would write %d contacts (%d joined, %d left, %d updated).",
                 spec["segment_name"],
                 spec["contacts_to_write"],
                 spec["joined"],
                 spec["left"],
+                spec.get("updated", 0),
             )
             summary["outcome"] = "dry_run"
             return summary
@@ -171,6 +173,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             "generation": spec["generation"],
             "joined": spec["joined"],
             "left": spec["left"],
+            "updated": spec.get("updated", 0),
             "contacts_planned": spec["contacts_to_write"],
         }
 
@@ -254,6 +257,9 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             for profile, change in zip(profiles, batch.changes, strict=True):
                 # An existing profile whose stored email differs only in case is written under that spelling.
                 profile["attributes"]["email"] = aliases.get(change.email, change.email)
+                if spec.get("clear_property") and spec["empty_value"] == "empty_list":
+                    # Migrating to another property name: the old property is emptied in the same job.
+                    profile["attributes"]["properties"][spec["clear_property"]] = []
             submission = hook.submit_bulk_import(profiles, spec["list_id"] if batch.add_to_list else None)
             rejected = {batch.changes[i].email: reason for i, reason in submission.rejected.items()}
             recorded[str(index)] = {"job_id": submission.job_id, "rejected": rejected}
@@ -321,6 +327,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         ]
         confirmed_emails = {email for email, _ in confirmed}
         self.unset_emptied_values(hook, spec, [c for c in changes if c.email in confirmed_emails])
+        self.unset_old_property(hook, spec, [c for c in changes if c.email in confirmed_emails])
         store.write_journal(spec["generation"], spec["key"], confirmed)
 
         summary = self.new_summary(spec)
@@ -354,6 +361,16 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         for emails in chunked(emptied, 100):
             for profile_id in hook.get_profile_ids_by_email(emails).values():
                 hook.unset_profile_property(profile_id, spec["property_name"])
+
+    def unset_old_property(self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange]) -> None:
+        """With ``empty_value='unset'``, remove the old property of every contact a migration wrote (one call each)."""
+        old_property = spec.get("clear_property")
+        if not old_property or spec["empty_value"] != "unset":
+            return
+        written = [change.email for change in changes if needs_profile_write(change)]
+        for emails in chunked(written, 100):
+            for profile_id in hook.get_profile_ids_by_email(emails).values():
+                hook.unset_profile_property(profile_id, old_property)
 
     def log_summary(self, summary: dict[str, Any], rejected: dict[str, str]) -> None:
         self.log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -28,9 +28,12 @@ from airflow_provider_klaviyo_nosto.sync.export import (
     read_export,
     require_contacts,
 )
+from airflow_provider_klaviyo_nosto.sync.masking import mask_email
 from airflow_provider_klaviyo_nosto.sync.model import ADDRESS_BOOK_KEY, Segment
 from airflow_provider_klaviyo_nosto.sync.plan import SegmentDiff, SyncPlan, check_removal_threshold, plan_sync
-from airflow_provider_klaviyo_nosto.sync.state import AppliedState
+from airflow_provider_klaviyo_nosto.sync.report import ChangeCounts, change_report
+from airflow_provider_klaviyo_nosto.sync.resync import mark_not_written, observed_state
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -56,7 +59,21 @@ class PushSpec(TypedDict):
     contacts_to_write: int
     joined: int
     left: int
+    updated: int
     members_after: int
+    clear_property: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """What a run told to migrate moves: the list's old name and the property's old name, if changed."""
+
+    old_list_name: str | None = None
+    old_property: str | None = None
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.old_list_name or self.old_property)
 
 
 class NostoSegmentSyncOperator(BaseOperator):
@@ -77,11 +94,21 @@ class NostoSegmentSyncOperator(BaseOperator):
         run never un-chooses a segment: the others keep exactly what was applied.
     :param dry_run: compute and report every change, write nothing to Klaviyo or to the applied state.
     :param allow_removals: let this run remove more than the configured share of a segment or the address book.
+    :param full_resync: compare with what Klaviyo holds (the address-book list's members and their property
+        values) instead of the applied state, and repair every difference; a deleted list is created again.
+    :param migrate: when the configured list name or property name differs from the applied state's, rename
+        the list in Klaviyo and move every contact's value to the new property (see ``docs/lifecycle.md``).
     :param klaviyo_conn_id: the ``klaviyo`` connection.
     :param nosto_conn_id: the ``nosto`` connection.
     """
 
-    template_fields: Sequence[str] = ("segment_ids", "dry_run_requested", "allow_removals")
+    template_fields: Sequence[str] = (
+        "segment_ids",
+        "dry_run_requested",
+        "allow_removals",
+        "full_resync",
+        "migrate",
+    )
     ui_color = "#e8f2fd"
 
     def __init__(
@@ -92,6 +119,8 @@ class NostoSegmentSyncOperator(BaseOperator):
         segment_ids: Collection[str] | str | None = None,
         dry_run: bool | str = False,
         allow_removals: bool | str = False,
+        full_resync: bool | str = False,
+        migrate: bool | str = False,
         klaviyo_conn_id: str = KlaviyoHook.default_conn_name,
         nosto_conn_id: str = NostoHook.default_conn_name,
         **kwargs: Any,
@@ -103,6 +132,8 @@ class NostoSegmentSyncOperator(BaseOperator):
         # Not self.dry_run: BaseOperator has a method of that name.
         self.dry_run_requested = dry_run
         self.allow_removals = allow_removals
+        self.full_resync = full_resync
+        self.migrate = migrate
         self.klaviyo_conn_id = klaviyo_conn_id
         self.nosto_conn_id = nosto_conn_id
 
@@ -113,36 +144,69 @@ class NostoSegmentSyncOperator(BaseOperator):
         config = self.load_config()
         dry_run = _as_bool(self.dry_run_requested, "dry_run")
         allow_removals = _as_bool(self.allow_removals, "allow_removals")
+        full_resync = _as_bool(self.full_resync, "full_resync")
+        migrate = _as_bool(self.migrate, "migrate")
 
         store = StateStore(config.state_uri)
         applied, folded_journals = store.load()
-        self.check_names_unchanged(config, applied)
+        migration = self.check_names_unchanged(config, applied, migrate=migrate)
 
         nosto = NostoHook(nosto_conn_id=self.nosto_conn_id)
         chosen = self.resolve_chosen_segments(config, nosto.get_segments(), applied)
         refresh = self.resolve_narrowing(chosen)
+        if full_resync and refresh is not None:
+            raise KlaviyoConfigError(
+                "A full resync compares every chosen segment with Klaviyo and cannot be narrowed: leave the "
+                "'segments' param empty, or trigger the run without full_resync."
+            )
 
         snapshot = self.read_export(nosto, config)
-        plan = plan_sync(snapshot, chosen, applied, refresh=refresh)
-        self.report(plan, chosen, dry_run=dry_run)
+        klaviyo: KlaviyoHook | None = None
+        base = applied
+        if full_resync:
+            klaviyo = self.klaviyo_hook(config)
+            base = self.read_klaviyo(klaviyo, store, config, applied, snapshot, chosen)
+        if migration.old_property:
+            base = dataclasses.replace(base, contacts=mark_not_written(base.contacts))
+        plan = plan_sync(snapshot, chosen, base, refresh=refresh)
+        report = change_report(plan)
+        self.report(plan, chosen, dry_run=dry_run, counts=report)
 
         blocked = check_removal_threshold(plan, config.removal_threshold)
         if blocked and not allow_removals:
-            raise KlaviyoConfigError(
-                "Stopped before writing anything: "
-                + "; ".join(blocked)
+            message = (
+                "; ".join(blocked)
                 + f". The removal threshold is {config.removal_threshold:.0%}. If these removals are expected, "
                 "trigger the run with the param allow_removals=true."
             )
+            if not dry_run:
+                raise KlaviyoConfigError("Stopped before writing anything: " + message)
+            self.log.warning("A real run would stop before writing anything: %s", message)
 
         targets = plan_targets(
-            self.log, TargetFiles(config.state_uri), config, chosen, applied, plan, dry_run=dry_run
+            self.log,
+            TargetFiles(config.state_uri),
+            config,
+            chosen,
+            applied,
+            plan,
+            dry_run=dry_run,
+            reconcile_lists=full_resync,
         )
         if dry_run:
+            self.dry_run_checks(klaviyo, config, applied, plan, migration)
             self.log.info("Dry run: nothing was written to Klaviyo or to the applied state.")
-            return self.push_specs(plan, chosen, config, list_id=applied.list_id, dry_run=True)
+            return self.push_specs(
+                plan,
+                chosen,
+                config,
+                list_id=applied.list_id,
+                dry_run=True,
+                report=report,
+                migration=migration,
+            )
 
-        if plan.unchanged and not targets.has_work(config):
+        if plan.unchanged and not migration.needed and not targets.has_work(config):
             self.log.info(
                 "The export matches what was last applied for every chosen segment: nothing to write."
             )
@@ -150,10 +214,12 @@ class NostoSegmentSyncOperator(BaseOperator):
                 store.save(applied, folded_journals)
             return []
 
-        klaviyo = KlaviyoHook(klaviyo_conn_id=self.klaviyo_conn_id, concurrency=config.klaviyo_pool_slots)
-        list_id = self.ensure_address_book_list(klaviyo, config, applied)
+        klaviyo = klaviyo or self.klaviyo_hook(config)
+        list_id = self.ensure_address_book_list(klaviyo, config, applied, full_resync=full_resync)
         if plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values()):
             self.check_flows(klaviyo, config, list_id)
+        if migration.old_list_name and list_id == applied.list_id:
+            self.rename_address_book_list(klaviyo, config, list_id, migration.old_list_name)
         apply_targets(
             self.log,
             klaviyo,
@@ -165,10 +231,15 @@ class NostoSegmentSyncOperator(BaseOperator):
         )
 
         self.find_email_aliases(klaviyo, store, plan)
-        self.record_plan(store, applied, plan, config, list_id, folded_journals)
-        specs = self.push_specs(plan, chosen, config, list_id=list_id, dry_run=False)
+        self.record_plan(store, base, plan, config, list_id, folded_journals)
+        specs = self.push_specs(
+            plan, chosen, config, list_id=list_id, dry_run=False, report=report, migration=migration
+        )
         self.log.info("Planned generation %d in %.1f s.", plan.generation, time.monotonic() - started)
         return specs
+
+    def klaviyo_hook(self, config: SyncConfig) -> KlaviyoHook:
+        return KlaviyoHook(klaviyo_conn_id=self.klaviyo_conn_id, concurrency=config.klaviyo_pool_slots)
 
     def load_config(self) -> SyncConfig:
         stored: Any = None
@@ -206,8 +277,16 @@ class NostoSegmentSyncOperator(BaseOperator):
         Match the configured segments (ids, or names resolved to ids) against Nosto's catalogue.
 
         A segment configured by name keeps the id it was resolved to once applied, so that renaming it
-        in Nosto does not stop the sync.
+        in Nosto does not stop the sync. A segment synced before and now gone from the catalogue was deleted
+        in Nosto: it is left out, with a warning, so its name leaves its members' values as if it had been
+        removed from the configuration.
         """
+        self.deleted_segments: dict[str, SegmentState] = {}
+        if not catalogue and applied.segments:
+            raise KlaviyoConfigError(
+                "Nosto's segment catalogue is empty, but this sync has synced segments before; stopping rather "
+                "than treating every segment as deleted. Check the nosto connection's account and token."
+            )
         applied_names = {state.name: segment_id for segment_id, state in applied.segments.items()}
         by_id = {segment.id: segment for segment in catalogue}
         by_name: dict[str, list[Segment]] = {}
@@ -237,6 +316,17 @@ class NostoSegmentSyncOperator(BaseOperator):
                     segment.id,
                 )
                 chosen[segment.id] = segment
+            elif wanted not in by_name and self.deleted_id(wanted, applied, applied_names, by_id):
+                segment_id = self.deleted_id(wanted, applied, applied_names, by_id) or wanted
+                self.deleted_segments[segment_id] = applied.segments[segment_id]
+                self.log.warning(
+                    "Segment %r (%s) no longer exists in Nosto's catalogue (deleted in Nosto): its name is "
+                    "removed from its members' values. Remove %r from 'segments' in the Airflow Variable %r.",
+                    applied.segments[segment_id].name,
+                    segment_id,
+                    wanted,
+                    self.config_variable,
+                )
             elif len(by_name.get(wanted, [])) > 1:
                 ids = ", ".join(segment.id for segment in by_name[wanted])
                 raise KlaviyoConfigError(
@@ -251,6 +341,16 @@ class NostoSegmentSyncOperator(BaseOperator):
                 "account."
             )
         return sorted(chosen.values(), key=lambda segment: segment.id)
+
+    @staticmethod
+    def deleted_id(
+        wanted: str, applied: AppliedState, applied_names: Mapping[str, str], by_id: Mapping[str, Segment]
+    ) -> str | None:
+        """The id of a configured segment (by id or applied name) that was synced before and is gone from Nosto."""
+        segment_id = wanted if wanted in applied.segments else applied_names.get(wanted)
+        if segment_id is None or segment_id in by_id:
+            return None
+        return segment_id
 
     def resolve_narrowing(self, chosen: Sequence[Segment]) -> set[str] | None:
         wanted = self.segment_ids
@@ -269,18 +369,38 @@ class NostoSegmentSyncOperator(BaseOperator):
             )
         return {known[item] for item in wanted}
 
-    def check_names_unchanged(self, config: SyncConfig, applied: AppliedState) -> None:
-        for label, old, new in (
-            ("list name", applied.list_name, config.list_name),
-            ("property name", applied.property_name, config.property_name),
-        ):
-            if old is not None and old != new:
-                raise KlaviyoConfigError(
-                    f"The configured {label} is {new!r} but the applied state in {config.state_uri} was "
-                    f"written with {old!r}. Put {old!r} back in the configuration; or, to start over with "
-                    f"{new!r}, point 'state_uri' at a new, empty folder: the next run then writes every "
-                    f"contact again (what was written under {old!r} stays in Klaviyo)."
-                )
+    def check_names_unchanged(self, config: SyncConfig, applied: AppliedState, *, migrate: bool) -> Migration:
+        """
+        Stop when the list or property name differs from the applied state's, unless told to migrate.
+
+        :return: what the migration moves (nothing when the names are unchanged).
+        """
+        changed = [
+            (label, old, new)
+            for label, old, new in (
+                ("list name", applied.list_name, config.list_name),
+                ("property name", applied.property_name, config.property_name),
+            )
+            if old is not None and old != new
+        ]
+        if changed and not migrate:
+            described = " and ".join(f"the {label} from {old!r} to {new!r}" for label, old, new in changed)
+            raise KlaviyoConfigError(
+                f"The sync configuration changes {described}, but what this sync wrote to Klaviyo (applied "
+                f"state in {config.state_uri}) uses the old name. Put the old name back in the configuration; "
+                "or, to move to the new name, trigger one run with the param migrate=true: it renames the "
+                "Klaviyo list and writes every contact's value under the new property, clearing the old one "
+                "(see docs/lifecycle.md)."
+            )
+        migration = Migration(
+            old_list_name=applied.list_name if applied.list_name not in (None, config.list_name) else None,
+            old_property=(
+                applied.property_name if applied.property_name not in (None, config.property_name) else None
+            ),
+        )
+        if migrate and not migration.needed:
+            self.log.info("migrate=true, but the list and property names are unchanged: nothing to migrate.")
+        return migration
 
     def read_export(self, nosto: NostoHook, config: SyncConfig) -> ExportSnapshot:
         with nosto.open_export(config.export_uri or None) as raw:
@@ -303,7 +423,14 @@ class NostoSegmentSyncOperator(BaseOperator):
             )
         return snapshot
 
-    def report(self, plan: SyncPlan, chosen: Sequence[Segment], *, dry_run: bool) -> None:
+    def report(
+        self,
+        plan: SyncPlan,
+        chosen: Sequence[Segment],
+        *,
+        dry_run: bool,
+        counts: Mapping[str, ChangeCounts] | None = None,
+    ) -> None:
         verb = "would" if dry_run else "will"
         per_segment = {warning for diff in plan.segment_diffs.values() for warning in diff.warnings}
         for warning in plan.warnings:
@@ -335,24 +462,63 @@ class NostoSegmentSyncOperator(BaseOperator):
                 verb,
                 len(plan.changes_by_key.get(segment.id, [])),
             )
+        if dry_run and counts is not None:
+            names = {segment.id: segment.name for segment in chosen} | {
+                key: f"{diff.name} (no longer synced)"
+                for key, diff in plan.segment_diffs.items()
+                if diff.removed_from_configuration
+            }
+            names[ADDRESS_BOOK_KEY] = "Address book"
+            for key, name in names.items():
+                if key in counts:
+                    self.log_would_change(name, counts[key])
+
+    def log_would_change(self, name: str, counts: ChangeCounts) -> None:
+        """One dry-run line per segment: what would be added, removed and updated, with masked examples."""
+        examples = "; ".join(
+            f"{kind}: {', '.join(mask_email(email) for email in emails)}"
+            for kind, emails in counts.examples.items()
+            if emails
+        )
+        self.log.info(
+            "Dry run, %s: would add %d, remove %d and update %d contacts.%s",
+            name,
+            counts.added,
+            counts.removed,
+            counts.updated,
+            f" Examples ({examples})." if examples else "",
+        )
 
     def ensure_address_book_list(
-        self, klaviyo: KlaviyoHook, config: SyncConfig, applied: AppliedState
+        self,
+        klaviyo: KlaviyoHook,
+        config: SyncConfig,
+        applied: AppliedState,
+        *,
+        full_resync: bool = False,
     ) -> str:
         """
         Find the address-book list, creating it only when absent, and remember its id.
 
         Klaviyo does not make list names unique and ``POST /api/lists`` is not idempotent, so a remembered id
-        always wins over a look-up by name, and a look-up by name always comes before a create.
+        always wins over a look-up by name, and a look-up by name always comes before a create. A list
+        deleted in Klaviyo stops the run, unless it is a full resync, which finds or creates it again.
         """
         if applied.list_id:
             if klaviyo.get_list(applied.list_id) is not None:
                 return applied.list_id
-            raise KlaviyoError(
-                f"The Klaviyo list {applied.list_id} ({config.list_name!r}) that this sync writes to no longer "
-                "exists. To rebuild the address book, point 'state_uri' in the sync configuration at a new, "
-                f"empty folder (or delete {config.state_uri}): the next run then creates the list again and "
-                "writes every contact."
+            if not full_resync:
+                raise KlaviyoError(
+                    f"The Klaviyo list {applied.list_id} ({applied.list_name!r}) that this sync writes to no "
+                    "longer exists. Trigger one run with the param full_resync=true: it compares with what "
+                    f"Klaviyo holds, uses the list named {config.list_name!r} or creates it, and adds every "
+                    "contact to it again."
+                )
+            self.log.warning(
+                "The Klaviyo list %s that this sync wrote to no longer exists; the full resync uses the list "
+                "named %r or creates it.",
+                applied.list_id,
+                config.list_name,
             )
         found = klaviyo.find_list_by_name(config.list_name)
         if found:
@@ -361,6 +527,113 @@ class NostoSegmentSyncOperator(BaseOperator):
         created = klaviyo.create_list(config.list_name)
         self.log.info("Created the Klaviyo list %r (%s).", config.list_name, created)
         return created
+
+    def rename_address_book_list(
+        self, klaviyo: KlaviyoHook, config: SyncConfig, list_id: str, old_name: str
+    ) -> None:
+        """Rename the list in place (a migration): its id, members, and the flows and segments built on it stay."""
+        other = klaviyo.find_list_by_name(config.list_name)
+        if other and other != list_id:
+            raise KlaviyoConfigError(
+                f"Cannot rename the Klaviyo list {list_id} from {old_name!r} to {config.list_name!r}: list "
+                f"{other} already has that name. Rename or delete that list in Klaviyo, or choose another "
+                "list_name."
+            )
+        if other != list_id:
+            klaviyo.rename_list(list_id, config.list_name)
+        self.log.info("Renamed the Klaviyo list %s from %r to %r.", list_id, old_name, config.list_name)
+
+    def read_klaviyo(
+        self,
+        klaviyo: KlaviyoHook,
+        store: StateStore,
+        config: SyncConfig,
+        applied: AppliedState,
+        snapshot: ExportSnapshot,
+        chosen: Sequence[Segment],
+    ) -> AppliedState:
+        """
+        Read what Klaviyo holds, for a full resync: the list's members with their values, and the values of
+        the contacts the applied state knows that are outside the list and gone from the export.
+
+        Contacts in the export but not in the list are not read: they join the list, so their whole value is
+        written anyway.
+        """
+        list_id = applied.list_id
+        if list_id and klaviyo.get_list(list_id) is None:
+            list_id = None
+        list_id = list_id or klaviyo.find_list_by_name(config.list_name)
+        members = list(klaviyo.iter_list_profiles(list_id, config.property_name)) if list_id else []
+
+        member_emails = set()
+        for stored, _ in members:
+            try:
+                member_emails.add(normalise_email(stored))
+            except InvalidEmail:
+                continue
+        _, aliases = store.read_email_aliases()
+        others = [
+            aliases.get(email, email)
+            for email in applied.contacts
+            if email not in member_emails and email not in snapshot.contacts
+        ]
+        other_values = [
+            (email, value) for email, _, value in klaviyo.iter_profiles(others, config.property_name)
+        ]
+
+        ids_by_name = {
+            state.name: segment_id
+            for segment_id, state in applied.segments.items()
+            if segment_id in {segment.id for segment in chosen}
+        } | {segment.name: segment.id for segment in chosen}
+        known = _Either(applied.contacts, snapshot.contacts)
+        observed, left_alone = observed_state(applied, members, other_values, ids_by_name, known)
+        self.log.info(
+            "Full resync: read %d members of the list %s and the values of %d other profiles the sync wrote "
+            "before; planning against what Klaviyo holds.%s",
+            len(members),
+            list_id or f"{config.list_name!r} (none yet)",
+            len(other_values),
+            f" {left_alone} members this sync did not add (or with an unusable email) are left alone."
+            if left_alone
+            else "",
+        )
+        return observed
+
+    def dry_run_checks(
+        self,
+        klaviyo: KlaviyoHook | None,
+        config: SyncConfig,
+        applied: AppliedState,
+        plan: SyncPlan,
+        migration: Migration,
+    ) -> None:
+        """Say what would stop or change a real run: flows that would fire, a list rename, a property move."""
+        if migration.old_list_name:
+            self.log.info(
+                "Dry run: would rename the Klaviyo list %s from %r to %r.",
+                applied.list_id,
+                migration.old_list_name,
+                config.list_name,
+            )
+        if migration.old_property:
+            self.log.info(
+                "Dry run: would write every contact's value under %r and clear %r.",
+                config.property_name,
+                migration.old_property,
+            )
+        joining = plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values())
+        if not (joining and config.check_flows):
+            return
+        klaviyo = klaviyo or self.klaviyo_hook(config)
+        list_id = applied.list_id if applied.list_id and klaviyo.get_list(applied.list_id) else None
+        list_id = list_id or klaviyo.find_list_by_name(config.list_name)
+        if list_id is None:
+            return
+        try:
+            self.check_flows(klaviyo, config, list_id)
+        except KlaviyoConfigError as err:
+            self.log.warning("A real run would stop: %s", err)
 
     def check_flows(self, klaviyo: KlaviyoHook, config: SyncConfig, list_id: str) -> None:
         """Stop before writing when adding contacts to the list would trigger a Klaviyo flow (emails)."""
@@ -441,6 +714,10 @@ class NostoSegmentSyncOperator(BaseOperator):
         planned.list_name = config.list_name
         planned.property_name = config.property_name
         planned.contacts = applied.contacts
+        # A segment deleted in Nosto stays remembered, so that its id, still in the configuration until an
+        # admin removes it, keeps being recognised as deleted rather than as a typo.
+        for segment_id, state in getattr(self, "deleted_segments", {}).items():
+            planned.segments.setdefault(segment_id, SegmentState(name=state.name, generation=plan.generation))
         store.save(planned, folded_journals)
         store.delete_stale_diffs(below_generation=plan.generation)
 
@@ -452,13 +729,39 @@ class NostoSegmentSyncOperator(BaseOperator):
         *,
         list_id: str | None,
         dry_run: bool,
+        report: Mapping[str, ChangeCounts] | None = None,
+        migration: Migration | None = None,
     ) -> list[PushSpec]:
+        report = report or {}
+        clear_property = migration.old_property if migration else None
         specs = [
-            self.push_spec(segment.id, segment.id, segment.name, plan, config, list_id, dry_run)
+            self.push_spec(
+                segment.id,
+                segment.id,
+                segment.name,
+                plan,
+                config,
+                list_id,
+                dry_run,
+                report.get(segment.id),
+                clear_property,
+            )
             for segment in chosen
             if segment.id in plan.segment_diffs
         ]
-        specs.append(self.push_spec(ADDRESS_BOOK_KEY, None, "Address book", plan, config, list_id, dry_run))
+        specs.append(
+            self.push_spec(
+                ADDRESS_BOOK_KEY,
+                None,
+                "Address book",
+                plan,
+                config,
+                list_id,
+                dry_run,
+                report.get(ADDRESS_BOOK_KEY),
+                clear_property,
+            )
+        )
         return specs
 
     @staticmethod
@@ -470,6 +773,8 @@ class NostoSegmentSyncOperator(BaseOperator):
         config: SyncConfig,
         list_id: str | None,
         dry_run: bool,
+        counts: ChangeCounts | None = None,
+        clear_property: str | None = None,
     ) -> PushSpec:
         diff: SegmentDiff = plan.segment_diffs[key] if segment_id else plan.address_book
         return PushSpec(
@@ -486,8 +791,20 @@ class NostoSegmentSyncOperator(BaseOperator):
             contacts_to_write=len(plan.changes_by_key.get(key, [])),
             joined=diff.joined,
             left=diff.left,
+            updated=counts.updated if counts else 0,
             members_after=diff.members_after,
+            clear_property=clear_property,
         )
+
+
+class _Either:
+    """Membership in either of two collections, without building their union."""
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self.first, self.second = first, second
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.first or item in self.second
 
 
 def _as_bool(value: bool | str, name: str) -> bool:

@@ -216,7 +216,9 @@ def test_push_rerun_after_success_does_nothing(world: SyncWorld) -> None:
 def test_dry_run_spec_pushes_nothing(world: SyncWorld) -> None:
     world.export(VIP_TRIO)
 
-    summary = world.push(spec_for(world.sync(dry_run=True), VIP.id))
+    spec = spec_for(world.sync(dry_run=True), VIP.id)
+    world.klaviyo.reset_mock()
+    summary = world.push(spec)
 
     assert summary["outcome"] == "dry_run"
     assert world.klaviyo.method_calls == []

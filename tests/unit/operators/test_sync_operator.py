@@ -184,6 +184,7 @@ def test_name_changed_since_the_applied_state_stops_naming_both(
 
     assert old in str(raised.value)
     assert new in str(raised.value)
+    assert "migrate=true" in str(raised.value)
 
 
 # -- review findings: renames of name-configured segments, deleted list, cut-off export ---------------
@@ -208,9 +209,7 @@ def test_deleted_address_book_list_says_how_to_rebuild_it(world: SyncWorld) -> N
     world.klaviyo.get_list.return_value = None
     world.export({ANA: ["vip"], BOB: ["vip"]})
 
-    with pytest.raises(
-        KlaviyoError, match="point 'state_uri' in the sync configuration at a new, empty folder"
-    ):
+    with pytest.raises(KlaviyoError, match="Trigger one run with the param full_resync=true"):
         world.sync()
 
 

@@ -1,0 +1,175 @@
+"""
+Segments change over time (SPEC 2, 3): renames, removal from the configuration or from Nosto, narrowed runs,
+and a changed list or property name, each shown against the sandbox with a small hand-written export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from tests.e2e.conftest import Sandbox
+from tests.e2e.inprocess import LIST_NAME, PROPERTY, SyncRunner, email, new_runner
+
+pytestmark = pytest.mark.e2e
+
+CATALOGUE = {"seg-a": "Loyal Customers", "seg-b": "Brand fans: Nike", "seg-c": "Discount seekers"}
+#: 60 contacts: 0-19 loyal and Nike fans, 20-39 Nike fans and discount seekers, 40-59 discount seekers.
+EXPORT = {
+    email(n): (
+        ["Loyal Customers", "Brand fans: Nike"]
+        if n < 20
+        else ["Brand fans: Nike", "Discount seekers"]
+        if n < 40
+        else ["Discount seekers"]
+    )
+    for n in range(60)
+}
+
+
+@pytest.fixture
+def runner(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyncRunner:
+    runner = new_runner(sandbox, tmp_path, monkeypatch)
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1)
+    runner.nosto(CATALOGUE, EXPORT)
+    runner.run()
+    assert runner.klaviyo().values()[email(25)] == ["Brand fans: Nike", "Discount seekers"]
+    return runner
+
+
+def test_renamed_segment_keeps_every_member_and_their_values_take_the_new_name(runner: SyncRunner) -> None:
+    renamed = {**CATALOGUE, "seg-b": "Brand fans: Nike (EU)"}
+
+    # The catalogue already has the new name; the export, written once a day, still has the old one.
+    runner.nosto(renamed, EXPORT)
+    runner.run()
+    view = runner.klaviyo()
+    assert view.members() == set(EXPORT)
+    assert view.values()[email(5)] == ["Brand fans: Nike (EU)", "Loyal Customers"]
+    assert view.values()[email(25)] == ["Brand fans: Nike (EU)", "Discount seekers"]
+
+    # The export catches up: nothing to change, nobody removed.
+    renamed_export = {
+        address: sorted(name.replace("Brand fans: Nike", "Brand fans: Nike (EU)") for name in names)
+        for address, names in EXPORT.items()
+    }
+    runner.nosto(renamed, renamed_export)
+    mark = runner.request_mark()
+    runner.run()
+    assert runner.write_calls_since(mark) == []
+    assert runner.klaviyo().values() == view.values()
+    assert runner.klaviyo().members() == set(EXPORT)
+
+
+def test_segment_removed_from_the_configuration_leaves_only_its_members_values(runner: SyncRunner) -> None:
+    before = runner.klaviyo().values()
+
+    runner.configure(segments=["seg-a", "seg-c"], klaviyo_pool_slots=1)
+    runner.run()
+
+    after = runner.klaviyo().values()
+    assert after == {
+        address: [name for name in value if name != "Brand fans: Nike"] for address, value in before.items()
+    }
+    assert runner.klaviyo().members() == set(EXPORT)
+
+
+def test_segment_deleted_in_nosto_leaves_its_members_values_with_a_warning(
+    runner: SyncRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = runner.klaviyo().values()
+    without_nike = {ident: name for ident, name in CATALOGUE.items() if ident != "seg-b"}
+    runner.nosto(without_nike, EXPORT)
+    capsys.readouterr()
+
+    runner.run()
+
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "deleted in Nosto" in line]
+    assert len(warnings) == 1
+    assert "[warning" in warnings[0]
+    assert "'Brand fans: Nike' (seg-b)" in warnings[0]
+    assert runner.klaviyo().values() == {
+        address: [name for name in value if name != "Brand fans: Nike"] for address, value in before.items()
+    }
+
+    # The id is still configured: the next run warns again instead of failing, and writes nothing.
+    mark = runner.request_mark()
+    runner.run()
+    assert "deleted in Nosto" in capsys.readouterr().out
+    assert runner.write_calls_since(mark) == []
+
+
+def test_narrowed_run_leaves_the_other_segments_exactly_as_they_were(runner: SyncRunner) -> None:
+    before = runner.klaviyo().values()
+    # Next day: 0-1 leave Loyal, 40-43 leave Discount seekers and join Loyal (10% of each, the threshold).
+    changed = dict(EXPORT)
+    for n in range(2):
+        changed[email(n)] = ["Brand fans: Nike"]
+    for n in range(40, 44):
+        changed[email(n)] = ["Loyal Customers"]
+    runner.nosto(CATALOGUE, changed)
+
+    runner.run(segment_ids=["Loyal Customers"])
+
+    after = runner.klaviyo().values()
+    assert [after[email(n)] for n in (0, 40, 44)] == [
+        ["Brand fans: Nike"],
+        # Still a discount seeker as far as Klaviyo knows: that segment was not part of this run.
+        ["Discount seekers", "Loyal Customers"],
+        ["Discount seekers"],
+    ]
+    untouched = set(EXPORT) - {email(n) for n in [*range(2), *range(40, 44)]}
+    assert {address: after[address] for address in untouched} == {
+        address: before[address] for address in untouched
+    }
+
+    runner.run()
+    assert runner.klaviyo().values()[email(40)] == ["Loyal Customers"]
+
+
+def test_changed_list_name_stops_then_migrate_renames_the_same_list(runner: SyncRunner) -> None:
+    old = runner.klaviyo().lists_named(LIST_NAME)[0]
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, list_name="Nosto Shoppers")
+    mark = runner.request_mark()
+
+    with pytest.raises(KlaviyoConfigError) as stopped:
+        runner.plan()
+    assert "'Nosto Customers'" in str(stopped.value)
+    assert "'Nosto Shoppers'" in str(stopped.value)
+    assert "migrate=true" in str(stopped.value)
+    assert runner.write_calls_since(mark) == []
+
+    runner.run(migrate=True)
+
+    view = runner.klaviyo()
+    assert view.lists_named(LIST_NAME) == []
+    assert [item["id"] for item in view.lists_named("Nosto Shoppers")] == [old["id"]]
+    assert view.members("Nosto Shoppers") == set(EXPORT)
+    # Membership did not change, so no contact was re-added (no flow could fire); only the list was renamed.
+    assert [(e["method"], e["template"]) for e in runner.write_calls_since(mark)] == [
+        ("PATCH", "/api/lists/{id}")
+    ]
+    mark = runner.request_mark()
+    runner.run()
+    assert runner.write_calls_since(mark) == []
+
+
+def test_changed_property_name_stops_then_migrate_moves_every_value(runner: SyncRunner) -> None:
+    before = runner.klaviyo().values()
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
+
+    with pytest.raises(KlaviyoConfigError) as stopped:
+        runner.plan()
+    assert "'nosto_segment'" in str(stopped.value)
+    assert "'nosto_segments'" in str(stopped.value)
+
+    runner.run(migrate=True)
+
+    view = runner.klaviyo()
+    assert view.values("nosto_segments") == before
+    assert view.values(PROPERTY) == dict.fromkeys(before, [])
+    mark = runner.request_mark()
+    runner.run()
+    assert runner.write_calls_since(mark) == []
