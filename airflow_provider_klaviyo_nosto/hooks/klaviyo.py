@@ -433,6 +433,8 @@ class KlaviyoHook(HttpHook):
         self._session: requests.Session | None = None
         #: HTTP requests sent by this hook, retries included, for the run report.
         self.calls_made = 0
+        #: Of those, how many Klaviyo answered with 429: pacing should keep this at or near zero.
+        self.throttled = 0
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -652,6 +654,7 @@ class KlaviyoHook(HttpHook):
                 self.klaviyo_conn_id, operation, REQUIRED_SCOPES.get(key, ()), code=code
             )
         if status == 429:
+            self.throttled += 1
             retry_after = parse_retry_after(headers.get("Retry-After"))
             wait = f"{retry_after:.0f} s" if retry_after is not None else "an unspecified time"
             raise KlaviyoRateLimitError(

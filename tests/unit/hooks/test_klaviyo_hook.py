@@ -175,6 +175,7 @@ class TestRateLimits:
             hook.submit_bulk_import(PROFILES, "L1")
 
         assert requests_mock.call_count == 6
+        assert hook.throttled == 6
         backoffs = [pause for pause in clock.sleeps if pause >= 1]
         assert len(backoffs) == 5
         assert backoffs == sorted(backoffs)
