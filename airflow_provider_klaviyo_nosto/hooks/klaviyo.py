@@ -208,6 +208,52 @@ def resolve_base_url(host: str | None, default: str, conn_id: str, *, error: typ
     return url.rstrip("/")
 
 
+#: Connection extras that requests, HttpHook or habit use to switch TLS certificate checks off.
+_VERIFY_KEYS = ("verify", "verify_ssl", "ssl_verify")
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", "none", ""})
+
+
+def tls_verify_setting(
+    extra: Mapping[str, Any], hostname: str | None, conn_id: str, *, error: type[Exception]
+) -> bool | str:
+    """Read the TLS verification setting of a connection's extra: ``True``, ``False`` or a CA bundle path.
+
+    ``false``-like values in any of the usual spellings (``verify``, ``verify_ssl``, ``ssl_verify``, the
+    strings ``"false"``/``"0"``/``"no"``, ``"insecure": true``) switch verification off, and that is only
+    allowed for loopback hosts (the local sandbox): a customer's key sent to a host whose certificate is
+    not checked can be read by anyone in between.
+
+    :param extra: the connection's parsed extra.
+    :param hostname: the host the hook talks to.
+    :param conn_id: the connection id, for error messages.
+    :param error: the exception class to raise.
+    """
+    verify: bool | str = True
+    for key in _VERIFY_KEYS:
+        if key not in extra:
+            continue
+        value = extra[key]
+        if isinstance(value, str) and value.strip().lower() in _FALSE_WORDS:
+            value = False
+        elif isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+            value = True
+        if not isinstance(value, bool | str):
+            raise error(
+                f"Connection {conn_id!r}: extra {key!r} must be true/false or the path of a CA bundle"
+            )
+        if value is not True:
+            verify = value
+    if extra.get("insecure") not in (None, False, "false", "0", ""):
+        verify = False
+    if verify is False and not is_loopback_host(hostname):
+        raise error(
+            f"Connection {conn_id!r}: TLS certificate verification cannot be switched off for {hostname} "
+            "(only for loopback hosts such as the local sandbox); remove 'verify: false' from the extra, or "
+            "give the path of your CA bundle in 'verify'"
+        )
+    return verify
+
+
 def _unreadable_connection(conn_id: str, exc: Exception) -> KlaviyoConfigError:
     # Airflow 3.1 refuses a connection whose extra is not JSON while it is being looked up; the
     # original error is not chained because secrets backends may quote the connection in it.
@@ -296,16 +342,7 @@ def connection_settings(
             'e.g. {"https": "http://proxy.example.com:3128"}'
         )
 
-    verify = extra.get("verify", True)
-    if not isinstance(verify, bool | str):
-        raise KlaviyoConfigError(
-            f"Connection {conn_id!r}: extra 'verify' must be true/false or the path of a CA bundle"
-        )
-    if verify is False and not is_loopback_host(hostname):
-        raise KlaviyoConfigError(
-            f"Connection {conn_id!r}: TLS verification can only be switched off for loopback hosts; "
-            "give the path of a CA bundle in 'verify' instead"
-        )
+    verify = tls_verify_setting(extra, hostname, conn_id, error=KlaviyoConfigError)
 
     return KlaviyoConnectionSettings(
         base_url=base_url,

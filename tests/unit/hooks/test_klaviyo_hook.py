@@ -116,9 +116,49 @@ class TestConnectionSettings:
         with pytest.raises(KlaviyoConfigError, match="loopback"):
             make_hook(clock).get_conn()
 
-    def test_verify_off_refused_for_remote_host(self, monkeypatch, clock):
-        set_connection(monkeypatch, extra={"verify": False})
-        with pytest.raises(KlaviyoConfigError, match="verification"):
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"verify": False},
+            {"verify": "false"},
+            {"verify": "0"},
+            {"verify_ssl": False},
+            {"ssl_verify": "no"},
+            {"insecure": True},
+            {"verify": True, "verify_ssl": "off"},
+        ],
+        ids=["bool", "string", "zero", "verify_ssl", "ssl_verify", "insecure", "mixed"],
+    )
+    def test_verify_off_refused_for_remote_host(self, monkeypatch, clock, extra):
+        set_connection(monkeypatch, extra=extra)
+        with pytest.raises(KlaviyoConfigError, match="verification cannot be switched off for a.klaviyo.com"):
+            make_hook(clock).get_conn()
+
+    @pytest.mark.parametrize(
+        ("host", "extra", "verify"),
+        [
+            ("http://127.0.0.1:8025", {"verify": False}, False),
+            ("http://[::1]:8025", {"verify": "false"}, False),
+            ("http://localhost:8025", {"insecure": True}, False),
+            ("", {}, True),
+            ("", {"verify": "/etc/ssl/certs/ca-certificates.crt"}, "/etc/ssl/certs/ca-certificates.crt"),
+        ],
+    )
+    def test_verify_setting_reaches_requests(self, monkeypatch, clock, requests_mock, host, extra, verify):
+        set_connection(monkeypatch, host=host, extra=extra)
+        hook = make_hook(clock)
+        requests_mock.get(f"{hook.settings.base_url}/api/accounts", json={"data": []})
+        hook.request("GET", "/api/accounts")
+        sent = requests_mock.request_history[0].verify
+        if verify is True:
+            # requests may swap True for the CA bundle named by REQUESTS_CA_BUNDLE: still verified.
+            assert sent is True or (isinstance(sent, str) and sent)
+        else:
+            assert sent == verify
+
+    def test_plain_http_refused_for_a_host_that_only_looks_local(self, monkeypatch, clock):
+        set_connection(monkeypatch, host="http://127.0.0.1.example.com")
+        with pytest.raises(KlaviyoConfigError, match="loopback"):
             make_hook(clock).get_conn()
 
     def test_missing_key(self, monkeypatch, clock):
