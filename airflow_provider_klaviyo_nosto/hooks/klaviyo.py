@@ -75,6 +75,12 @@ REQUIRED_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/api/profile-bulk-import-jobs/{id}/lists"): ("lists:read",),
 }
 
+#: What to do about a fault that Klaviyo or the network may not repeat, appended to its error.
+RETRY_HINT = (
+    "Retry the task (Airflow does so by itself while it has retries left); it resumes from what Klaviyo "
+    "confirmed, so nothing is lost or imported twice."
+)
+
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
@@ -494,7 +500,8 @@ class KlaviyoHook(HttpHook):
         return KlaviyoRateLimitError(
             f"Klaviyo throttled the call and asked to wait {retry_after:.0f} s, longer than the "
             f"{ceiling:.0f} s this hook sleeps through (max_retry_wait); a daily limit may be used up. "
-            "Failing now so that the task can be retried later instead of holding a worker.",
+            "Failing now so that the task can be retried later instead of holding a worker: give the task "
+            "retries with a retry_delay of at least that wait, or clear it then.",
             retry_after=retry_after,
             code=getattr(exc, "code", None),
         )
@@ -636,7 +643,7 @@ class KlaviyoHook(HttpHook):
             # The transport error's text holds the URL (and so any filtered address): mask it and
             # drop the chained original, whose traceback would print it unmasked.
             raise KlaviyoServerError(
-                f"Klaviyo {operation} could not be completed: {_describe(exc)}", retryable=False
+                f"Klaviyo {operation} could not be completed: {_describe(exc)}. {RETRY_HINT}", retryable=False
             ) from None
 
     def _interpret(
@@ -660,7 +667,7 @@ class KlaviyoHook(HttpHook):
                 return document
             raise KlaviyoServerError(
                 f"Klaviyo answered {operation} with {status} but a body that is not a JSON document "
-                f"({len(body)} bytes, possibly truncated)",
+                f"({len(body)} bytes, possibly truncated). {RETRY_HINT}",
                 status=status,
                 # A read can be repeated; a create may have happened, so it must not be.
                 retryable=idempotent,
@@ -683,7 +690,9 @@ class KlaviyoHook(HttpHook):
                 )
             raise KlaviyoClientError(
                 f"{operation} was refused with 403 and a non-JSON body ({content_type}): not Klaviyo's API "
-                "answering, probably a proxy or firewall in between",
+                "answering, probably a proxy or firewall in between. Check the proxy ('proxies' in the extra of "
+                f"Airflow connection {self.klaviyo_conn_id!r}) or ask your network admins to let the workers "
+                "reach the Klaviyo API host",
                 status=403,
             )
         if status == 403:
@@ -702,7 +711,7 @@ class KlaviyoHook(HttpHook):
         if status >= 500:
             detail = _error_text(error) if error else f"non-JSON body ({content_type})"
             raise KlaviyoServerError(
-                f"Klaviyo failed {operation} with {status}: {detail}",
+                f"Klaviyo failed {operation} with {status}: {detail}. {RETRY_HINT}",
                 status=status,
                 code=code,
                 meta=meta,
@@ -1127,7 +1136,8 @@ class KlaviyoHook(HttpHook):
                 document: dict[str, Any] | None = await retrying(attempt)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise KlaviyoServerError(
-                    f"Klaviyo {operation} could not be completed: {_describe(exc)}", retryable=False
+                    f"Klaviyo {operation} could not be completed: {_describe(exc)}. {RETRY_HINT}",
+                    retryable=False,
                 ) from None
         return _parse_bulk_import_job(document, job_id)
 

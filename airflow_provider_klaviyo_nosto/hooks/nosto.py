@@ -202,7 +202,11 @@ class NostoHook(BaseHook):
             raise NostoError("Nosto's GraphQL answer is not JSON") from None
         if document.get("errors"):
             messages = "; ".join(str(e.get("message", e)) for e in document["errors"] if isinstance(e, dict))
-            raise NostoError(f"Nosto's GraphQL API answered with errors: {self._scrub(messages)}")
+            raise NostoError(
+                f"Nosto's GraphQL API answered with errors: {self._scrub(messages)}. Nothing was written; retry "
+                f"the task, and if it persists check that the API_APPS token of Airflow connection "
+                f"{self.nosto_conn_id!r} may read segments"
+            )
         try:
             items = document["data"]["segments"]["segments"]
             return [Segment(id=str(item["id"]), name=str(item["name"])) for item in items]
@@ -268,9 +272,19 @@ class NostoHook(BaseHook):
         """
         uri = self.export_uri(uri)
         if self._is_http(uri):
-            response = self._send(
-                "GET", uri, headers=self._export_headers(), stream=True, credential=EXPORT_CREDENTIAL
-            )
+            try:
+                response = self._send(
+                    "GET", uri, headers=self._export_headers(), stream=True, credential=EXPORT_CREDENTIAL
+                )
+            except NostoError as exc:
+                if exc.status != 404:
+                    raise
+                raise NostoError(
+                    f"No Segment Export at {urlsplit(uri).path} (404); nothing was written. Nosto writes it once "
+                    "a day: check that the Segment Export is switched on in Nosto and that 'export_url' of Airflow "
+                    f"connection {self.nosto_conn_id!r} (or 'export_uri' in the sync configuration) points at it",
+                    status=404,
+                ) from None
             try:
                 # Undo only transport encoding; a .gz file stays gzip for the caller.
                 response.raw.decode_content = True
@@ -284,7 +298,9 @@ class NostoHook(BaseHook):
         try:
             handle = ObjectStoragePath(uri).open("rb")
         except FileNotFoundError:
-            raise NostoError(f"No export at {redact(uri)}") from None
+            raise NostoError(
+                f"No export at {redact(uri)}; nothing was written. Check 'export_uri' in the sync configuration"
+            ) from None
         with handle:
             yield cast("IO[bytes]", handle)
 
