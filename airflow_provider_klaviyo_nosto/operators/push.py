@@ -280,7 +280,8 @@ class KlaviyoSegmentPushOperator(BaseOperator):
                 if time.monotonic() > deadline:
                     raise KlaviyoError(
                         f"{len(pending)} Klaviyo bulk import job(s) did not finish within {self.job_timeout}; "
-                        "the task can be retried and will wait for the same jobs."
+                        "the task can be retried and will wait for the same jobs (raise job_timeout if Klaviyo "
+                        "is only slow)."
                     )
                 time.sleep(self.poll_interval)
         return done
