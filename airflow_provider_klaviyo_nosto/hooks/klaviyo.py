@@ -711,7 +711,7 @@ class KlaviyoHook(HttpHook):
         if status >= 500:
             detail = _error_text(error) if error else f"non-JSON body ({content_type})"
             raise KlaviyoServerError(
-                f"Klaviyo failed {operation} with {status}: {detail}. {RETRY_HINT}",
+                f"Klaviyo failed {operation} with {status}: {detail.rstrip('.')}. {RETRY_HINT}",
                 status=status,
                 code=code,
                 meta=meta,

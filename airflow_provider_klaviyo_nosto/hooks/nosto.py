@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
-from airflow_provider_klaviyo_nosto.exceptions import NostoError
+from airflow_provider_klaviyo_nosto.exceptions import NostoAuthError, NostoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import (
     is_loopback_host,
     resolve_base_url,
@@ -148,7 +148,7 @@ class NostoHook(BaseHook):
             if response.status_code in (401, 403):
                 status = response.status_code
                 response.close()
-                raise NostoError(
+                raise NostoAuthError(
                     f"Nosto refused {method} {urlsplit(url).path} with {status}: check {credential} of Airflow "
                     f"connection {self.nosto_conn_id!r} (the token may be revoked, or lack access to this API)",
                     status=status,

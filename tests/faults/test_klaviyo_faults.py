@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError
 from tests.faults.conftest import FaultWorld, put_config
@@ -213,7 +214,8 @@ def test_revoked_key_fails_at_once_naming_the_connection(world: FaultWorld) -> N
     put_config(world.sandbox, {"api_keys": {"pk_the_new_key": None}})
     spec = max(specs, key=lambda item: item["contacts_to_write"])
 
-    error = world.fails(lambda: world.push(spec), KlaviyoError)
+    # AirflowFailException: Airflow fails the task without spending its retries on a key that is wrong.
+    error = world.fails(lambda: world.push(spec), AirflowFailException)
 
     assert "401" in error
     assert "password of Airflow connection 'klaviyo_default'" in error
@@ -229,12 +231,13 @@ def test_missing_scope_fails_at_once_naming_the_scope(world: FaultWorld, missing
     scopes = [scope for scope in ALL_SCOPES if scope != missing]
     if step == "plan":
         put_config(world.sandbox, {"api_keys": {"pk_sandbox_demo_key": scopes}})
-        error = world.fails(world.plan, KlaviyoError)
+        error = world.fails(world.plan, AirflowFailException)
+        assert "or set check_flows=false" in error
     else:
         specs = world.plan()
         put_config(world.sandbox, {"api_keys": {"pk_sandbox_demo_key": scopes}})
         spec = max(specs, key=lambda item: item["contacts_to_write"])
-        error = world.fails(lambda: world.push(spec), KlaviyoError)
+        error = world.fails(lambda: world.push(spec), AirflowFailException)
 
     assert missing in error
     assert "403" in error or "scope" in error

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoAuthError, NostoError
 from sandbox.harness import DEMO_NOSTO_EXPORT_TOKEN
 from tests.faults.conftest import FaultWorld
 
@@ -159,7 +159,7 @@ def test_refused_nosto_token_fails_at_once_naming_the_connection(
     }
     monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps(conn))
 
-    text = world.fails(world.plan, NostoError)
+    text = world.fails(world.plan, NostoAuthError)
 
     assert "401" in text
     assert "API_APPS token in the password of Airflow connection 'nosto_default'" in text

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.exceptions import (
     KlaviyoAuthError,
@@ -250,6 +251,8 @@ class TestRetryDecision:
         assert requests_mock.call_count == 1
         assert err.value.pointers == [pointer]
         assert not is_retryable(err.value, idempotent=True)
+        # Nor does Airflow retry the task: the same request gets the same answer.
+        assert isinstance(err.value, AirflowFailException)
 
     def test_unauthorized_is_terminal(self, hook, requests_mock):
         requests_mock.get(self.REL, status_code=401, json=_error(401, "not_authenticated"))
@@ -259,6 +262,7 @@ class TestRetryDecision:
 
         assert requests_mock.call_count == 1
         assert not is_retryable(err.value)
+        assert isinstance(err.value, AirflowFailException)
 
     def test_forbidden_names_scopes(self, hook, requests_mock):
         requests_mock.post(f"{BASE}/api/lists", status_code=403, json=_error(403, "permission_denied"))
@@ -266,6 +270,13 @@ class TestRetryDecision:
             hook.create_list("Nosto Customers")
         assert "klaviyo_default" in str(err.value)
         assert requests_mock.call_count == 1
+        assert isinstance(err.value, AirflowFailException)
+
+    def test_server_errors_leave_airflow_retries_to_do_their_work(self, hook, requests_mock):
+        requests_mock.get(self.REL, status_code=500, json=_error(500, "error"))
+        with pytest.raises(KlaviyoServerError, match="Retry the task") as err:
+            list(hook.iter_list_profile_ids("L1"))
+        assert not isinstance(err.value, AirflowFailException)
 
     def test_cloudflare_challenge_is_retried(self, hook, requests_mock):
         requests_mock.get(

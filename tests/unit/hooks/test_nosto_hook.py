@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.exceptions import NostoError
 from airflow_provider_klaviyo_nosto.hooks.nosto import SEGMENTS_QUERY, NostoHook
@@ -79,6 +80,7 @@ def test_refused_export_token_names_the_extra_and_connection(hook, requests_mock
     requests_mock.get(f"{API}/v1/segment-export/latest", status_code=status)
     with pytest.raises(NostoError) as err, hook.open_export():
         pass
+    assert isinstance(err.value, AirflowFailException), "Airflow does not retry a refused token"
     assert "'export_token' in the extra" in str(err.value)
     assert "'nosto_default'" in str(err.value)
     assert EXPORT_TOKEN not in str(err.value)
