@@ -228,6 +228,8 @@ def world(
     world = FaultWorld(fault_sandbox, fault_data, tmp_path / "state", config)
     yield world
 
+    # Whatever the fault, every request the hooks sent was one Klaviyo's schema accepts.
+    assert_protocol_clean(fault_sandbox)
     fault_sandbox.clear_faults()
     requests.delete(f"{fault_sandbox.nosto}/__sandbox/faults", timeout=30).raise_for_status()
     # Task logs go through Airflow's structlog set-up to stdout here, stdlib records to caplog.

@@ -51,20 +51,23 @@ def fast_retry_airflow(fault_sandbox: Sandbox, fault_data: Path, tmp_path: Path)
     return airflow
 
 
-def tries_and_xcom(airflow: AirflowEnvironment) -> tuple[dict[str, int], list[object]]:
-    """Every task instance's try number (all must have succeeded) and every XCom value, in one process."""
+def tries_and_stored(airflow: AirflowEnvironment) -> tuple[dict[str, int], list[object], list[object]]:
+    """Every task instance's try number (all must have succeeded), every XCom value and every rendered
+    template field, read in one process."""
     script = (
         "import json\n"
         "from sqlalchemy import select\n"
         "from airflow.models.taskinstance import TaskInstance\n"
         "from airflow.models.xcom import XComModel\n"
+        "from airflow.models.renderedtifields import RenderedTaskInstanceFields\n"
         "from airflow.utils.session import create_session\n"
         "with create_session() as s:\n"
         "    tis = s.execute(select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.try_number,"
         " TaskInstance.state)).all()\n"
         "    xcoms = [row.value for row in s.scalars(select(XComModel)).all()]\n"
+        "    rendered = [row.rendered_fields for row in s.scalars(select(RenderedTaskInstanceFields)).all()]\n"
         "print('RESULT-JSON' + json.dumps({'tis': [[f'{t[0]}[{t[1]}]', t[2], str(t[3])] for t in tis],"
-        " 'xcoms': xcoms}, default=str))\n"
+        " 'xcoms': xcoms, 'rendered': rendered}, default=str))\n"
     )
     completed = subprocess.run(
         [airflow.python, "-c", script],
@@ -77,7 +80,8 @@ def tries_and_xcom(airflow: AirflowEnvironment) -> tuple[dict[str, int], list[ob
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT-JSON"))
     found = json.loads(line.removeprefix("RESULT-JSON"))
     assert all(state.endswith("success") for _task, _try, state in found["tis"]), found["tis"]
-    return {task: tries for task, tries, _state in found["tis"]}, found["xcoms"]
+    assert found["rendered"], "no rendered template fields were stored: the scan would prove nothing"
+    return {task: tries for task, tries, _state in found["tis"]}, found["xcoms"], found["rendered"]
 
 
 def test_faults_cured_by_airflow_retries_converge_in_one_dag_run_without_leaks(
@@ -99,7 +103,7 @@ def test_faults_cured_by_airflow_retries_converge_in_one_dag_run_without_leaks(
     output = run.output
     assert "asked to wait 3600 s" in output
     assert "cancelled bulk import job" in output
-    tries, xcoms = tries_and_xcom(airflow)
+    tries, xcoms, rendered = tries_and_stored(airflow)
     retried = sorted(task for task, count in tries.items() if count > 1)
     assert retried, f"no task needed an Airflow retry: {tries}"
     assert all(task.startswith("push_segment") for task in retried)
@@ -111,13 +115,14 @@ def test_faults_cured_by_airflow_retries_converge_in_one_dag_run_without_leaks(
     )
     assert_protocol_clean(fault_sandbox)
 
-    # Keys and emails: nowhere in the run's output, task logs or XCom.
+    # Keys and emails: nowhere in the run's output, task logs, XCom or rendered templates.
     texts = {"cli": output}
     for path in (airflow.home / "logs").rglob("*"):
         if path.is_file():
             texts[str(path)] = path.read_text(errors="replace")
     xcom = json.dumps(xcoms)
     texts["xcom"] = xcom
+    texts["rendered templates"] = json.dumps(rendered)
     assert "@" not in xcom
     assert [where for where, text in texts.items() if DEMO_KLAVIYO_KEY in text] == []
     emails = export_emails(fault_data / "export.jsonl.gz")
