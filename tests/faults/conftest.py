@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import requests
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOperator
 from airflow_provider_klaviyo_nosto.operators.sync import NostoSegmentSyncOperator
@@ -132,7 +133,8 @@ class FaultWorld:
     def sync_with_task_retries(self, retries: int = 2, **push_options: Any) -> list[dict[str, Any]]:
         """Plan, then run each push, running a failed one again as Airflow's retry would (same spec).
 
-        Error texts of the failed tries are kept in :attr:`errors`.
+        Error texts of the failed tries are kept in :attr:`errors`. An ``AirflowFailException`` is raised at
+        once, as Airflow spends no retry on it.
         """
         summaries = []
         for spec in self.plan():
@@ -142,7 +144,7 @@ class FaultWorld:
                     break
                 except Exception as failure:
                     self.errors.append(f"{type(failure).__name__}: {failure}")
-                    if attempt == retries:
+                    if attempt == retries or isinstance(failure, AirflowFailException):
                         raise
         return summaries
 
