@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_klaviyo_nosto.sync.masking import redact
 
@@ -57,8 +57,8 @@ class KlaviyoError(AirflowException):
         self.retry_after = retry_after
 
 
-class KlaviyoAuthError(KlaviyoError):
-    """Klaviyo refused the private key (401)."""
+class KlaviyoAuthError(KlaviyoError, AirflowFailException):
+    """Klaviyo refused the private key (401). Airflow does not retry the task: the key must be fixed first."""
 
     def __init__(self, conn_id: str, *, code: str | None = None) -> None:
         super().__init__(
@@ -71,8 +71,8 @@ class KlaviyoAuthError(KlaviyoError):
         )
 
 
-class KlaviyoPermissionError(KlaviyoError):
-    """The private key lacks a scope the operation needs (403)."""
+class KlaviyoPermissionError(KlaviyoError, AirflowFailException):
+    """The private key lacks a scope the operation needs (403). Airflow does not retry the task."""
 
     def __init__(
         self, conn_id: str, operation: str, scopes: Iterable[str], *, code: str | None = None
@@ -109,8 +109,9 @@ class KlaviyoRateLimitError(KlaviyoError):
         super().__init__(message, status=429, code=code, retry_after=retry_after, retryable=retryable)
 
 
-class KlaviyoClientError(KlaviyoError):
-    """Klaviyo rejected a request as invalid (4xx other than 401, 403 and 429); never retried."""
+class KlaviyoClientError(KlaviyoError, AirflowFailException):
+    """Klaviyo rejected a request as invalid (4xx other than 401, 403 and 429); never retried, by the hook or
+    by Airflow: the same request gets the same answer, and each try burns rate-limit quota."""
 
 
 class KlaviyoServerError(KlaviyoError):
@@ -121,8 +122,10 @@ class KlaviyoPaginationError(KlaviyoError):
     """Cursor pagination went wrong: a repeated cursor or a ``next`` link to another host."""
 
 
-class KlaviyoConfigError(KlaviyoError):
-    """The Airflow connection (host, extra, revision) cannot be used as it is."""
+class KlaviyoConfigError(KlaviyoError, AirflowFailException):
+    """The Airflow connection (host, extra, revision) or the sync configuration cannot be used as it is, or
+    the run stopped to protect data (removal threshold, flows). Airflow does not retry the task: a person
+    has to act first, as the message says."""
 
 
 class NostoError(AirflowException):
@@ -146,3 +149,7 @@ class NostoError(AirflowException):
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class NostoAuthError(NostoError, AirflowFailException):
+    """Nosto refused a token (401 or 403). Airflow does not retry the task: the token must be fixed first."""

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from sandbox import DEFAULT_KLAVIYO_KEY, KLAVIYO_REVISION
+from sandbox import DEFAULT_KLAVIYO_KEY
 from sandbox.common import RawSendCapture, RequestLog, require_loopback, reset_connection
 from sandbox.faults import FaultBook, FaultRule, FaultRuleError
 from sandbox.filters import FilterNode, equality_values, matches, parse_filter
@@ -45,11 +45,9 @@ from sandbox.klaviyo_state import (
     new_short_id,
     now_utc,
 )
-from sandbox.openapi import KlaviyoContract, Operation, RateLimitSpec, RequestViolation
+from sandbox.openapi import JSON_API, KlaviyoContract, Operation, RateLimitSpec, RequestViolation
 from sandbox.ratelimit import RateLimiter
 
-JSON_API = "application/vnd.api+json"
-MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_PROFILE_BYTES = 100 * 1024
 MAX_BULK_PROFILES = 10_000
 MAX_LIST_MEMBER_IDS = 1_000
@@ -324,19 +322,7 @@ class KlaviyoSandbox:
     def _check_request(self, request: Request, raw_body: bytes) -> Call:
         scopes = self._authenticate(request)
 
-        path = request.url.path
-        operation, path_params, allowed = self.contract.resolve(request.method, path)
-        if operation is None:
-            if allowed:
-                raise RequestViolation(
-                    f"Method {request.method} is not allowed on {path}.",
-                    status=405,
-                    code="method_not_allowed",
-                    title="Method not allowed.",
-                )
-            raise RequestViolation(
-                f"{path} is not an endpoint of this API.", status=404, code="not_found", title="Not found."
-            )
+        operation, path_params = self.contract.operation_for(request.method, request.url.path)
 
         if scopes is not None:
             missing = sorted(set(operation.scopes) - scopes)
@@ -348,40 +334,9 @@ class KlaviyoSandbox:
                     "This API key is missing the required scopes: " + ", ".join(missing) + ".",
                 )
 
-        revision = request.headers.get("revision")
-        if revision is None:
-            raise RequestViolation("The 'revision' header is required.", parameter="revision")
-        if revision != KLAVIYO_REVISION:
-            raise RequestViolation(
-                f"Unsupported revision '{revision}'; this sandbox serves {KLAVIYO_REVISION} only.",
-                parameter="revision",
-            )
-
+        self.contract.check_headers(operation, request.headers)
         query = self.contract.parse_query(operation, request.query_params.multi_items())
-
-        body: Any = None
-        if operation.body_schema is not None:
-            media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if raw_body or operation.body_required:
-                if media_type != JSON_API:
-                    raise RequestViolation(
-                        f"Unsupported media type '{media_type or '(none)'}'; use {JSON_API}.",
-                        status=415,
-                        code="unsupported_media_type",
-                        title="Unsupported media type.",
-                    )
-                if len(raw_body) > MAX_BODY_BYTES:
-                    raise RequestViolation(
-                        "The request body is larger than 5 MB.",
-                        status=413,
-                        code="payload_too_large",
-                        title="Payload too large.",
-                    )
-                try:
-                    body = json.loads(raw_body)
-                except (ValueError, UnicodeDecodeError):
-                    raise RequestViolation("The request body is not valid JSON.", pointer="/") from None
-                self.contract.check_body(operation, body)
+        body = self.contract.parse_body(operation, request.headers.get("content-type"), raw_body)
 
         base = str(request.base_url).rstrip("/")
         return Call(request=request, operation=operation, path=path_params, query=query, body=body, base=base)

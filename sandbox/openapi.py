@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,9 @@ TRIMMED_SCHEMA_PATH = Path(__file__).with_name("klaviyo_openapi_trimmed.json")
 
 #: Query parameters Klaviyo treats as comma-separated arrays (``style: form, explode: false``).
 _ARRAY_SPLIT = ","
+
+JSON_API = "application/vnd.api+json"
+MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
 class RequestViolation(Exception):
@@ -294,6 +298,112 @@ class KlaviyoContract:
                 return operation, params, allowed
             allowed.append(operation.method)
         return None, {}, allowed
+
+    def operation_for(self, method: str, path: str) -> tuple[Operation, dict[str, str]]:
+        """The operation a request addresses and its path parameters.
+
+        :raises RequestViolation: 404 for an unknown path, 405 for a known path and another method
+        """
+        operation, params, allowed = self.resolve(method, path)
+        if operation is not None:
+            return operation, params
+        if allowed:
+            raise RequestViolation(
+                f"Method {method} is not allowed on {path}.",
+                status=405,
+                code="method_not_allowed",
+                title="Method not allowed.",
+            )
+        raise RequestViolation(
+            f"{path} is not an endpoint of this API.", status=404, code="not_found", title="Not found."
+        )
+
+    def check_headers(self, operation: Operation, headers: Mapping[str, str]) -> None:
+        """Check the operation's required headers against their schema (``revision`` is one).
+
+        :param headers: a case-insensitive mapping of the request headers
+        :raises RequestViolation: for a missing header or a value its schema does not allow
+        """
+        for name in operation.required_headers:
+            value = headers.get(name)
+            if value is None:
+                raise RequestViolation(f"The '{name}' header is required.", parameter=name)
+            if name == "revision" and value != self.revision:
+                raise RequestViolation(
+                    f"Unsupported revision '{value}'; this contract is revision {self.revision} only.",
+                    parameter=name,
+                )
+
+    @property
+    def revision(self) -> str:
+        """The API revision the schema describes (its ``info.version``)."""
+        return str(self.document["info"]["version"])
+
+    def parse_body(self, operation: Operation, content_type: str | None, raw_body: bytes) -> Any:
+        """Check the media type, size and schema of a request body and return it parsed.
+
+        :return: the parsed JSON, or ``None`` when the operation takes no body and none was sent
+        :raises RequestViolation: 415, 413 or 400, as Klaviyo answers them
+        """
+        if operation.body_schema is None:
+            if raw_body:
+                raise RequestViolation(f"{operation.method} {operation.template} takes no request body.")
+            return None
+        if not raw_body and not operation.body_required:
+            return None
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if media_type != JSON_API:
+            raise RequestViolation(
+                f"Unsupported media type '{media_type or '(none)'}'; use {JSON_API}.",
+                status=415,
+                code="unsupported_media_type",
+                title="Unsupported media type.",
+            )
+        if len(raw_body) > MAX_BODY_BYTES:
+            raise RequestViolation(
+                "The request body is larger than 5 MB.",
+                status=413,
+                code="payload_too_large",
+                title="Payload too large.",
+            )
+        try:
+            body = json.loads(raw_body)
+        except (ValueError, UnicodeDecodeError):
+            raise RequestViolation("The request body is not valid JSON.", pointer="/") from None
+        self.check_body(operation, body)
+        return body
+
+    def check_request(
+        self,
+        method: str,
+        path: str,
+        query: Iterable[tuple[str, str]],
+        headers: Mapping[str, str],
+        raw_body: bytes,
+    ) -> Operation:
+        """Check one whole request against the contract: the sandbox's gate, and the unit tests' mocks.
+
+        Authentication is checked for form only (the ``Klaviyo-API-Key`` scheme with a key); whether
+        the key is known and has the scopes is the server's business, not the schema's.
+
+        :param path: the URL path, without host or query
+        :param query: the decoded query pairs, in order
+        :param headers: a case-insensitive mapping of the request headers
+        :raises RequestViolation: for the first thing Klaviyo would refuse
+        """
+        scheme, _, key = (headers.get("Authorization") or "").partition(" ")
+        if scheme != "Klaviyo-API-Key" or not key.strip():
+            raise RequestViolation(
+                "Missing or invalid authorization scheme. Please use Klaviyo-API-Key.",
+                status=401,
+                code="not_authenticated",
+                title="Authentication credentials were not provided.",
+            )
+        operation, _params = self.operation_for(method, path)
+        self.check_headers(operation, headers)
+        self.parse_query(operation, list(query))
+        self.parse_body(operation, headers.get("Content-Type"), raw_body)
+        return operation
 
     def _validator(self, schema: dict[str, Any], *, strict: bool) -> Draft202012Validator:
         key = (json.dumps(schema, sort_keys=True), strict)

@@ -81,6 +81,12 @@ REQUIRED_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/api/segments/{id}/flow-triggers"): ("flows:read", "segments:read"),
 }
 
+#: What to do about a fault that Klaviyo or the network may not repeat, appended to its error.
+RETRY_HINT = (
+    "Retry the task (Airflow does so by itself while it has retries left); it resumes from what Klaviyo "
+    "confirmed, so nothing is lost or imported twice."
+)
+
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
@@ -214,6 +220,52 @@ def resolve_base_url(host: str | None, default: str, conn_id: str, *, error: typ
     return url.rstrip("/")
 
 
+#: Connection extras that requests, HttpHook or habit use to switch TLS certificate checks off.
+_VERIFY_KEYS = ("verify", "verify_ssl", "ssl_verify")
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", "none", ""})
+
+
+def tls_verify_setting(
+    extra: Mapping[str, Any], hostname: str | None, conn_id: str, *, error: type[Exception]
+) -> bool | str:
+    """Read the TLS verification setting of a connection's extra: ``True``, ``False`` or a CA bundle path.
+
+    ``false``-like values in any of the usual spellings (``verify``, ``verify_ssl``, ``ssl_verify``, the
+    strings ``"false"``/``"0"``/``"no"``, ``"insecure": true``) switch verification off, and that is only
+    allowed for loopback hosts (the local sandbox): a customer's key sent to a host whose certificate is
+    not checked can be read by anyone in between.
+
+    :param extra: the connection's parsed extra.
+    :param hostname: the host the hook talks to.
+    :param conn_id: the connection id, for error messages.
+    :param error: the exception class to raise.
+    """
+    verify: bool | str = True
+    for key in _VERIFY_KEYS:
+        if key not in extra:
+            continue
+        value = extra[key]
+        if isinstance(value, str) and value.strip().lower() in _FALSE_WORDS:
+            value = False
+        elif isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+            value = True
+        if not isinstance(value, bool | str):
+            raise error(
+                f"Connection {conn_id!r}: extra {key!r} must be true/false or the path of a CA bundle"
+            )
+        if value is not True:
+            verify = value
+    if extra.get("insecure") not in (None, False, "false", "0", ""):
+        verify = False
+    if verify is False and not is_loopback_host(hostname):
+        raise error(
+            f"Connection {conn_id!r}: TLS certificate verification cannot be switched off for {hostname} "
+            "(only for loopback hosts such as the local sandbox); remove 'verify: false' from the extra, or "
+            "give the path of your CA bundle in 'verify'"
+        )
+    return verify
+
+
 def _unreadable_connection(conn_id: str, exc: Exception) -> KlaviyoConfigError:
     # Airflow 3.1 refuses a connection whose extra is not JSON while it is being looked up; the
     # original error is not chained because secrets backends may quote the connection in it.
@@ -302,16 +354,7 @@ def connection_settings(
             'e.g. {"https": "http://proxy.example.com:3128"}'
         )
 
-    verify = extra.get("verify", True)
-    if not isinstance(verify, bool | str):
-        raise KlaviyoConfigError(
-            f"Connection {conn_id!r}: extra 'verify' must be true/false or the path of a CA bundle"
-        )
-    if verify is False and not is_loopback_host(hostname):
-        raise KlaviyoConfigError(
-            f"Connection {conn_id!r}: TLS verification can only be switched off for loopback hosts; "
-            "give the path of a CA bundle in 'verify' instead"
-        )
+    verify = tls_verify_setting(extra, hostname, conn_id, error=KlaviyoConfigError)
 
     return KlaviyoConnectionSettings(
         base_url=base_url,
@@ -439,6 +482,8 @@ class KlaviyoHook(HttpHook):
         self._session: requests.Session | None = None
         #: HTTP requests sent by this hook, retries included, for the run report.
         self.calls_made = 0
+        #: Of those, how many Klaviyo answered with 429: pacing should keep this at or near zero.
+        self.throttled = 0
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -461,7 +506,8 @@ class KlaviyoHook(HttpHook):
         return KlaviyoRateLimitError(
             f"Klaviyo throttled the call and asked to wait {retry_after:.0f} s, longer than the "
             f"{ceiling:.0f} s this hook sleeps through (max_retry_wait); a daily limit may be used up. "
-            "Failing now so that the task can be retried later instead of holding a worker.",
+            "Failing now so that the task can be retried later instead of holding a worker: give the task "
+            "retries with a retry_delay of at least that wait, or clear it then.",
             retry_after=retry_after,
             code=getattr(exc, "code", None),
         )
@@ -603,7 +649,7 @@ class KlaviyoHook(HttpHook):
             # The transport error's text holds the URL (and so any filtered address): mask it and
             # drop the chained original, whose traceback would print it unmasked.
             raise KlaviyoServerError(
-                f"Klaviyo {operation} could not be completed: {_describe(exc)}", retryable=False
+                f"Klaviyo {operation} could not be completed: {_describe(exc)}. {RETRY_HINT}", retryable=False
             ) from None
 
     def _interpret(
@@ -627,7 +673,7 @@ class KlaviyoHook(HttpHook):
                 return document
             raise KlaviyoServerError(
                 f"Klaviyo answered {operation} with {status} but a body that is not a JSON document "
-                f"({len(body)} bytes, possibly truncated)",
+                f"({len(body)} bytes, possibly truncated). {RETRY_HINT}",
                 status=status,
                 # A read can be repeated; a create may have happened, so it must not be.
                 retryable=idempotent,
@@ -650,7 +696,9 @@ class KlaviyoHook(HttpHook):
                 )
             raise KlaviyoClientError(
                 f"{operation} was refused with 403 and a non-JSON body ({content_type}): not Klaviyo's API "
-                "answering, probably a proxy or firewall in between",
+                "answering, probably a proxy or firewall in between. Check the proxy ('proxies' in the extra of "
+                f"Airflow connection {self.klaviyo_conn_id!r}) or ask your network admins to let the workers "
+                "reach the Klaviyo API host",
                 status=403,
             )
         if status == 403:
@@ -658,6 +706,7 @@ class KlaviyoHook(HttpHook):
                 self.klaviyo_conn_id, operation, REQUIRED_SCOPES.get(key, ()), code=code
             )
         if status == 429:
+            self.throttled += 1
             retry_after = parse_retry_after(headers.get("Retry-After"))
             wait = f"{retry_after:.0f} s" if retry_after is not None else "an unspecified time"
             raise KlaviyoRateLimitError(
@@ -668,7 +717,7 @@ class KlaviyoHook(HttpHook):
         if status >= 500:
             detail = _error_text(error) if error else f"non-JSON body ({content_type})"
             raise KlaviyoServerError(
-                f"Klaviyo failed {operation} with {status}: {detail}",
+                f"Klaviyo failed {operation} with {status}: {detail.rstrip('.')}. {RETRY_HINT}",
                 status=status,
                 code=code,
                 meta=meta,
@@ -1202,7 +1251,8 @@ class KlaviyoHook(HttpHook):
                 document: dict[str, Any] | None = await retrying(attempt)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise KlaviyoServerError(
-                    f"Klaviyo {operation} could not be completed: {_describe(exc)}", retryable=False
+                    f"Klaviyo {operation} could not be completed: {_describe(exc)}. {RETRY_HINT}",
+                    retryable=False,
                 ) from None
         return _parse_bulk_import_job(document, job_id)
 

@@ -13,8 +13,12 @@ from urllib.parse import urlsplit
 import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
-from airflow_provider_klaviyo_nosto.exceptions import NostoError
-from airflow_provider_klaviyo_nosto.hooks.klaviyo import is_loopback_host, resolve_base_url
+from airflow_provider_klaviyo_nosto.exceptions import NostoAuthError, NostoError
+from airflow_provider_klaviyo_nosto.hooks.klaviyo import (
+    is_loopback_host,
+    resolve_base_url,
+    tls_verify_setting,
+)
 from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, parse_retry_after
 from airflow_provider_klaviyo_nosto.sync.masking import redact
 from airflow_provider_klaviyo_nosto.sync.model import Segment
@@ -22,6 +26,7 @@ from airflow_provider_klaviyo_nosto.sync.model import Segment
 DEFAULT_BASE_URL = "https://api.nosto.com"
 EXPORT_PATH = "/v1/segment-export/latest"
 SEGMENTS_QUERY = "query { segments { segments { id name } } }"
+EXPORT_CREDENTIAL = "'export_token' in the extra"
 
 
 class NostoHook(BaseHook):
@@ -104,13 +109,21 @@ class NostoHook(BaseHook):
                 raise NostoError(
                     f"The extra of Airflow connection {self.nosto_conn_id!r} must be a JSON object"
                 )
+            base_url = resolve_base_url(conn.host, DEFAULT_BASE_URL, self.nosto_conn_id, error=NostoError)
+            export_url = str(extra.get("export_url") or "").strip() or None
+            # The export may live on another host than the API; verification may only be off if both are local.
+            hosts = [urlsplit(base_url).hostname]
+            if export_url:
+                hosts.append(
+                    urlsplit(export_url if "://" in export_url else f"https://{export_url}").hostname
+                )
+            remote = next((host for host in hosts if not is_loopback_host(host)), hosts[0])
             self._conn_settings = {
-                "base_url": resolve_base_url(
-                    conn.host, DEFAULT_BASE_URL, self.nosto_conn_id, error=NostoError
-                ),
+                "base_url": base_url,
+                "verify": tls_verify_setting(extra, remote, self.nosto_conn_id, error=NostoError),
                 "token": (conn.password or "").strip(),
                 "export_token": str(extra.get("export_token") or "").strip(),
-                "export_url": str(extra.get("export_url") or "").strip() or None,
+                "export_url": export_url,
             }
         return self._conn_settings
 
@@ -121,11 +134,26 @@ class NostoHook(BaseHook):
                 text = text.replace(secret, "***")
         return redact(text)
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send one request with the shared retry policy (all Nosto calls here are reads)."""
+    def _send(self, method: str, url: str, *, credential: str, **kwargs: Any) -> requests.Response:
+        """Send one request with the shared retry policy (all Nosto calls here are reads).
+
+        :param credential: where the token this call sends lives in the connection, named in the error
+            when Nosto refuses it, so that the admin knows what to fix.
+        """
 
         def attempt() -> requests.Response:
-            response = requests.request(method, url, timeout=self.timeout, **kwargs)
+            response = requests.request(
+                method, url, timeout=self.timeout, verify=self._settings["verify"], **kwargs
+            )
+            if response.status_code in (401, 403):
+                status = response.status_code
+                response.close()
+                raise NostoAuthError(
+                    f"Nosto refused {method} {urlsplit(url).path} with {status}: check {credential} of Airflow "
+                    f"connection {self.nosto_conn_id!r} (the token may be revoked, or lack access to this API)",
+                    status=status,
+                    retryable=False,
+                )
             if response.status_code >= 400:
                 status = response.status_code
                 response.close()
@@ -166,6 +194,7 @@ class NostoHook(BaseHook):
             f"{self._settings['base_url']}/v1/graphql",
             json={"query": SEGMENTS_QUERY},
             auth=("", token),
+            credential="the API_APPS token in the password",
         )
         try:
             document = response.json()
@@ -173,7 +202,11 @@ class NostoHook(BaseHook):
             raise NostoError("Nosto's GraphQL answer is not JSON") from None
         if document.get("errors"):
             messages = "; ".join(str(e.get("message", e)) for e in document["errors"] if isinstance(e, dict))
-            raise NostoError(f"Nosto's GraphQL API answered with errors: {self._scrub(messages)}")
+            raise NostoError(
+                f"Nosto's GraphQL API answered with errors: {self._scrub(messages)}. Nothing was written; retry "
+                f"the task, and if it persists check that the API_APPS token of Airflow connection "
+                f"{self.nosto_conn_id!r} may read segments"
+            )
         try:
             items = document["data"]["segments"]["segments"]
             return [Segment(id=str(item["id"]), name=str(item["name"])) for item in items]
@@ -202,6 +235,12 @@ class NostoHook(BaseHook):
 
     def _is_http(self, uri: str) -> bool:
         parts = urlsplit(uri)
+        verify_off = self._settings["verify"] is False
+        if parts.scheme in ("http", "https") and verify_off and not is_loopback_host(parts.hostname):
+            raise NostoError(
+                f"Connection {self.nosto_conn_id!r} switches TLS verification off, which is only allowed "
+                f"for loopback hosts, but the export is read from {parts.hostname}; remove 'verify: false'"
+            )
         if parts.scheme == "https":
             return True
         if parts.scheme == "http":
@@ -233,7 +272,19 @@ class NostoHook(BaseHook):
         """
         uri = self.export_uri(uri)
         if self._is_http(uri):
-            response = self._send("GET", uri, headers=self._export_headers(), stream=True)
+            try:
+                response = self._send(
+                    "GET", uri, headers=self._export_headers(), stream=True, credential=EXPORT_CREDENTIAL
+                )
+            except NostoError as exc:
+                if exc.status != 404:
+                    raise
+                raise NostoError(
+                    f"No Segment Export at {urlsplit(uri).path} (404); nothing was written. Nosto writes it once "
+                    "a day: check that the Segment Export is switched on in Nosto and that 'export_url' of Airflow "
+                    f"connection {self.nosto_conn_id!r} (or 'export_uri' in the sync configuration) points at it",
+                    status=404,
+                ) from None
             try:
                 # Undo only transport encoding; a .gz file stays gzip for the caller.
                 response.raw.decode_content = True
@@ -247,7 +298,9 @@ class NostoHook(BaseHook):
         try:
             handle = ObjectStoragePath(uri).open("rb")
         except FileNotFoundError:
-            raise NostoError(f"No export at {redact(uri)}") from None
+            raise NostoError(
+                f"No export at {redact(uri)}; nothing was written. Check 'export_uri' in the sync configuration"
+            ) from None
         with handle:
             yield cast("IO[bytes]", handle)
 
@@ -259,7 +312,13 @@ class NostoHook(BaseHook):
         uri = self.export_uri(uri)
         if self._is_http(uri):
             try:
-                response = self._send("HEAD", uri, headers=self._export_headers(), allow_redirects=True)
+                response = self._send(
+                    "HEAD",
+                    uri,
+                    headers=self._export_headers(),
+                    allow_redirects=True,
+                    credential=EXPORT_CREDENTIAL,
+                )
             except NostoError as exc:
                 if exc.status == 404:
                     return None

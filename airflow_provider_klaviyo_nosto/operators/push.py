@@ -128,6 +128,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         batches = self.bulk_batches(spec, changes, progress)
         self.submit_batches(hook, spec, batches, aliases, progress, store)
         progress["calls"] = progress.get("calls", 0) + hook.calls_made
+        progress["throttled"] = progress.get("throttled", 0) + hook.throttled
         store.write_progress(spec["generation"], spec["key"], progress)
 
         job_ids = [batch["job_id"] for batch in progress.get("batches", {}).values() if batch.get("job_id")]
@@ -285,7 +286,8 @@ class KlaviyoSegmentPushOperator(BaseOperator):
                 if time.monotonic() > deadline:
                     raise KlaviyoError(
                         f"{len(pending)} Klaviyo bulk import job(s) did not finish within {self.job_timeout}; "
-                        "the task can be retried and will wait for the same jobs."
+                        "the task can be retried and will wait for the same jobs (raise job_timeout if Klaviyo "
+                        "is only slow)."
                     )
                 time.sleep(self.poll_interval)
         return done
@@ -339,6 +341,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             rejected_reasons=dict(Counter(reason.split(":", 1)[0] for reason in rejected.values())),
             job_ids=sorted(by_id),
             calls=progress.get("calls", 0) + hook.calls_made,
+            throttled=progress.get("throttled", 0) + hook.throttled,
             seconds=round(time.time() - progress.get("started_at", time.time()), 1),
         )
         if cancelled:
@@ -375,7 +378,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
     def log_summary(self, summary: dict[str, Any], rejected: dict[str, str]) -> None:
         self.log.info(
             "%r: wrote %d contacts (%d added to the address book, %d removed from it), %d rejected; "
-            "jobs %s; %d calls in %.1f s.",
+            "jobs %s; %d calls (%d throttled with 429) in %.1f s.",
             summary["segment_name"],
             summary["written"],
             summary["added_to_list"],
@@ -383,6 +386,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             summary["rejected"],
             ", ".join(summary["job_ids"]) or "none",
             summary["calls"],
+            summary["throttled"],
             summary["seconds"],
         )
         if rejected:

@@ -128,7 +128,11 @@ class KlaviyoBulkImportJobTrigger(BaseTrigger):
 
             if self.deadline is not None and self._clock() + delay > self.deadline:
                 yield self._event(
-                    "timeout", f"Bulk import job(s) {', '.join(pending)} not finished by the deadline", jobs
+                    "timeout",
+                    f"Bulk import job(s) {', '.join(pending)} not finished by the deadline. Retry the task: it "
+                    "waits for the same jobs without submitting them again (raise the operator's job_timeout "
+                    "if Klaviyo is only slow)",
+                    jobs,
                 )
                 return
             self.log.info("Waiting for %d bulk import job(s); next poll in %.0f s", len(pending), delay)

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.pacing import KlaviyoPacer
+from tests.klaviyo_contract import assert_all_allowed
 
 API_KEY = "pk_unitTestSecretKey0123456789"
 BASE = "https://a.klaviyo.com"
@@ -58,12 +59,14 @@ class ScriptedServer:
     def __init__(self, answers: list[tuple[int, dict[str, str], object]]) -> None:
         self.answers = list(answers)
         self.requests: list[tuple[str, str, Any]] = []
+        self.bodies: list[bytes] = []
         self.server: object = None
 
     async def _handle(self, request):  # type: ignore[no-untyped-def]
         from aiohttp import web
 
         self.requests.append((request.method, request.path_qs, request.headers.copy()))
+        self.bodies.append(await request.read())
         if not self.answers:
             return web.json_response({"errors": [{"status": 500, "code": "script_exhausted"}]}, status=500)
         status, headers, body = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
@@ -83,6 +86,11 @@ class ScriptedServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.server.close()  # type: ignore[attr-defined]
+        # Checked like the sandbox checks its requests: the async path must speak Klaviyo's schema too.
+        assert_all_allowed(
+            (method, f"{self.url}{path_qs}", headers, body)
+            for (method, path_qs, headers), body in zip(self.requests, self.bodies, strict=True)
+        )
 
     @property
     def url(self) -> str:

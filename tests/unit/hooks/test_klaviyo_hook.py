@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.exceptions import (
     KlaviyoAuthError,
@@ -116,9 +117,49 @@ class TestConnectionSettings:
         with pytest.raises(KlaviyoConfigError, match="loopback"):
             make_hook(clock).get_conn()
 
-    def test_verify_off_refused_for_remote_host(self, monkeypatch, clock):
-        set_connection(monkeypatch, extra={"verify": False})
-        with pytest.raises(KlaviyoConfigError, match="verification"):
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"verify": False},
+            {"verify": "false"},
+            {"verify": "0"},
+            {"verify_ssl": False},
+            {"ssl_verify": "no"},
+            {"insecure": True},
+            {"verify": True, "verify_ssl": "off"},
+        ],
+        ids=["bool", "string", "zero", "verify_ssl", "ssl_verify", "insecure", "mixed"],
+    )
+    def test_verify_off_refused_for_remote_host(self, monkeypatch, clock, extra):
+        set_connection(monkeypatch, extra=extra)
+        with pytest.raises(KlaviyoConfigError, match="verification cannot be switched off for a.klaviyo.com"):
+            make_hook(clock).get_conn()
+
+    @pytest.mark.parametrize(
+        ("host", "extra", "verify"),
+        [
+            ("http://127.0.0.1:8025", {"verify": False}, False),
+            ("http://[::1]:8025", {"verify": "false"}, False),
+            ("http://localhost:8025", {"insecure": True}, False),
+            ("", {}, True),
+            ("", {"verify": "/etc/ssl/certs/ca-certificates.crt"}, "/etc/ssl/certs/ca-certificates.crt"),
+        ],
+    )
+    def test_verify_setting_reaches_requests(self, monkeypatch, clock, requests_mock, host, extra, verify):
+        set_connection(monkeypatch, host=host, extra=extra)
+        hook = make_hook(clock)
+        requests_mock.get(f"{hook.settings.base_url}/api/accounts", json={"data": []})
+        hook.request("GET", "/api/accounts")
+        sent = requests_mock.request_history[0].verify
+        if verify is True:
+            # requests may swap True for the CA bundle named by REQUESTS_CA_BUNDLE: still verified.
+            assert sent is True or (isinstance(sent, str) and sent)
+        else:
+            assert sent == verify
+
+    def test_plain_http_refused_for_a_host_that_only_looks_local(self, monkeypatch, clock):
+        set_connection(monkeypatch, host="http://127.0.0.1.example.com")
+        with pytest.raises(KlaviyoConfigError, match="loopback"):
             make_hook(clock).get_conn()
 
     def test_missing_key(self, monkeypatch, clock):
@@ -175,6 +216,7 @@ class TestRateLimits:
             hook.submit_bulk_import(PROFILES, "L1")
 
         assert requests_mock.call_count == 6
+        assert hook.throttled == 6
         backoffs = [pause for pause in clock.sleeps if pause >= 1]
         assert len(backoffs) == 5
         assert backoffs == sorted(backoffs)
@@ -209,6 +251,8 @@ class TestRetryDecision:
         assert requests_mock.call_count == 1
         assert err.value.pointers == [pointer]
         assert not is_retryable(err.value, idempotent=True)
+        # Nor does Airflow retry the task: the same request gets the same answer.
+        assert isinstance(err.value, AirflowFailException)
 
     def test_unauthorized_is_terminal(self, hook, requests_mock):
         requests_mock.get(self.REL, status_code=401, json=_error(401, "not_authenticated"))
@@ -218,6 +262,7 @@ class TestRetryDecision:
 
         assert requests_mock.call_count == 1
         assert not is_retryable(err.value)
+        assert isinstance(err.value, AirflowFailException)
 
     def test_forbidden_names_scopes(self, hook, requests_mock):
         requests_mock.post(f"{BASE}/api/lists", status_code=403, json=_error(403, "permission_denied"))
@@ -225,6 +270,13 @@ class TestRetryDecision:
             hook.create_list("Nosto Customers")
         assert "klaviyo_default" in str(err.value)
         assert requests_mock.call_count == 1
+        assert isinstance(err.value, AirflowFailException)
+
+    def test_server_errors_leave_airflow_retries_to_do_their_work(self, hook, requests_mock):
+        requests_mock.get(self.REL, status_code=500, json=_error(500, "error"))
+        with pytest.raises(KlaviyoServerError, match="Retry the task") as err:
+            list(hook.iter_list_profile_ids("L1"))
+        assert not isinstance(err.value, AirflowFailException)
 
     def test_cloudflare_challenge_is_retried(self, hook, requests_mock):
         requests_mock.get(

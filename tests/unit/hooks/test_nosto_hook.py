@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.exceptions import NostoError
 from airflow_provider_klaviyo_nosto.hooks.nosto import SEGMENTS_QUERY, NostoHook
@@ -68,7 +69,64 @@ def test_unauthorized_is_terminal(hook, requests_mock):
     ok, message = hook.test_connection()
     assert not ok
     assert "401" in message
+    assert "API_APPS token in the password" in message
+    assert "'nosto_default'" in message
+    assert TOKEN not in message
     assert requests_mock.call_count == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_export_token_names_the_extra_and_connection(hook, requests_mock, status):
+    requests_mock.get(f"{API}/v1/segment-export/latest", status_code=status)
+    with pytest.raises(NostoError) as err, hook.open_export():
+        pass
+    assert isinstance(err.value, AirflowFailException), "Airflow does not retry a refused token"
+    assert "'export_token' in the extra" in str(err.value)
+    assert "'nosto_default'" in str(err.value)
+    assert EXPORT_TOKEN not in str(err.value)
+    assert requests_mock.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"verify": False}, {"verify": "false"}, {"verify_ssl": "0"}, {"ssl_verify": False}, {"insecure": True}],
+    ids=["bool", "string", "verify_ssl", "ssl_verify", "insecure"],
+)
+def test_verification_off_refused_for_remote_hosts(monkeypatch, extra):
+    set_nosto(monkeypatch, extra={"export_token": EXPORT_TOKEN, **extra})
+    with pytest.raises(NostoError, match="cannot be switched off for api.nosto.com"):
+        NostoHook().get_segments()
+
+
+def test_verification_off_allowed_for_loopback_only(monkeypatch, requests_mock):
+    set_nosto(
+        monkeypatch, host="http://127.0.0.1:9000", extra={"export_token": EXPORT_TOKEN, "verify": False}
+    )
+    requests_mock.post("http://127.0.0.1:9000/v1/graphql", json={"data": {"segments": {"segments": []}}})
+    hook = NostoHook()
+    assert hook.get_segments() == []
+    assert requests_mock.request_history[0].verify is False
+    # The export given elsewhere (the sync configuration) may not borrow the loopback exception.
+    with (
+        pytest.raises(NostoError, match="only allowed for loopback"),
+        hook.open_export("https://x.example.com/e"),
+    ):
+        pass
+
+
+def test_remote_export_url_keeps_verification_on(monkeypatch):
+    extra = {"export_token": EXPORT_TOKEN, "export_url": "https://exports.example.com/e", "verify": False}
+    set_nosto(monkeypatch, host="http://127.0.0.1:9000", extra=extra)
+    with pytest.raises(NostoError, match="exports.example.com"):
+        NostoHook().export_uri()
+
+
+def test_verification_is_on_by_default(hook, requests_mock):
+    requests_mock.post(f"{API}/v1/graphql", json={"data": {"segments": {"segments": []}}})
+    hook.get_segments()
+    sent = requests_mock.request_history[0].verify
+    # requests may swap True for the CA bundle named by REQUESTS_CA_BUNDLE: still verified.
+    assert sent is True or (isinstance(sent, str) and sent)
 
 
 def test_export_streams_with_bearer_token(hook, requests_mock):

@@ -49,6 +49,7 @@ def new_klaviyo_hook() -> mock.Mock:
     hook = mock.create_autospec(KlaviyoHook, instance=True)
     # Set in KlaviyoHook.__init__, so autospec cannot see it; the push reads it for its summary.
     hook.calls_made = 0
+    hook.throttled = 0
     hook.find_list_by_name.return_value = LIST_ID
     hook.get_list.return_value = {"id": LIST_ID}
     hook.get_list_flow_triggers.return_value = []
