@@ -13,7 +13,10 @@ echo "== lint, format, types"
 .venv/bin/mypy
 
 echo "== tests on the newest Airflow ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')): unit, sandbox, then end to end (about 5 minutes)"
-.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/sandbox tests/e2e "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/sandbox tests/e2e tests/deployment "$@"
+
+echo "== the manual (docs/), built offline with warnings as errors"
+.venv/bin/sphinx-build -W --keep-going -q -b html docs build/docs
 
 echo "== unit tests on the lowest Airflow ($(.venv-lowest/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))'))"
 .venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit
