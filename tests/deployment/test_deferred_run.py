@@ -43,8 +43,13 @@ def all_waiting(deployment: AirflowDeployment, run_id: str, writers: set[int]) -
     instances = deployment.task_instances(run_id, PUSH)
     failed = [ti for ti in instances if ti["state"] in ("failed", "upstream_failed")]
     assert failed == [], f"push tasks failed while their jobs were held: {failed}"
-    deferred = {ti["map_index"] for ti in instances if ti["state"] == "deferred"}
-    return instances if deferred == writers else None
+    # Deferred, and the trigger picked up by a triggerer (it assigns new triggers on its next loop).
+    waiting = {
+        ti["map_index"]
+        for ti in instances
+        if ti["state"] == "deferred" and (ti["trigger"] or {}).get("triggerer_id") is not None
+    }
+    return instances if waiting == writers else None
 
 
 @pytest.fixture(scope="module")
