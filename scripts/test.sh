@@ -12,7 +12,7 @@ echo "== lint, format, types"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 
-echo "== tests on the newest Airflow ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')): unit, sandbox, then end to end (about 5 minutes)"
+echo "== tests on the newest Airflow ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')): unit, sandbox, end to end, then a real Airflow deployment (about 8 minutes)"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/sandbox tests/e2e tests/deployment "$@"
 
 echo "== the manual (docs/), built offline with warnings as errors"
