@@ -103,7 +103,19 @@ def running_postgres() -> Iterator[Postgres]:
     port = free_port()
     run = {"check": True, "capture_output": True, "text": True}
     subprocess.run(
-        _as_postgres(_pg_bin("initdb"), "-D", str(data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
+        _as_postgres(
+            _pg_bin("initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-N",
+        ),
         **run,  # type: ignore[call-overload]
     )
     options = f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
