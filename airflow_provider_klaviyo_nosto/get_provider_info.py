@@ -53,6 +53,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Klaviyo", "python-modules": [f"{_PACKAGE}.triggers.klaviyo"]},
         ],
+        "extra-links": [f"{_PACKAGE}.links.klaviyo.KlaviyoListLink"],
         "connection-types": [
             {
                 "connection-type": "klaviyo",

@@ -35,10 +35,13 @@ class FaultRule:
     seconds: float = 0.0
     emails: list[str] = field(default_factory=list)
     reason: str = "Profile could not be imported."
+    body_contains: str | None = None
     fired: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: bytes = b"") -> bool:
         if self.method is not None and self.method.upper() != method.upper():
+            return False
+        if self.body_contains is not None and self.body_contains.encode() not in body:
             return False
         return self.path is None or re.search(self.path, path) is not None
 
@@ -86,10 +89,10 @@ class FaultBook:
     def clear(self) -> None:
         self.rules.clear()
 
-    def take_request_fault(self, method: str, path: str) -> FaultRule | None:
+    def take_request_fault(self, method: str, path: str, body: bytes = b"") -> FaultRule | None:
         """The first live request rule matching the request, counted as fired."""
         for rule in self.rules:
-            if rule.kind in REQUEST_KINDS and not rule.exhausted and rule.matches(method, path):
+            if rule.kind in REQUEST_KINDS and not rule.exhausted and rule.matches(method, path, body):
                 rule.fired += 1
                 return rule
         return None

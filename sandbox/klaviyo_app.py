@@ -401,7 +401,7 @@ class KlaviyoSandbox:
         started = time.perf_counter()
         self.account.advance_jobs()
         raw_body = await request.body()
-        fault = self.faults.take_request_fault(request.method, request.url.path)
+        fault = self.faults.take_request_fault(request.method, request.url.path, raw_body)
 
         response: Response | None = None
         if fault is not None:

@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for flavour in newest lowest; do
-  uv pip compile --quiet --no-header pyproject.toml --extra dev -p 3.11 \
+  extras=(--extra dev)
+  # The deployment suite and the manual are built on the newest Airflow only.
+  [ "$flavour" = newest ] && extras+=(--extra deployment --extra docs)
+  uv pip compile --quiet --no-header pyproject.toml "${extras[@]}" -p 3.11 \
     -c "requirements/airflow-$flavour.in" -o "requirements/lock-$flavour.txt"
 done

@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
-# The whole test command: lint, format check, type check, then unit, sandbox and end-to-end tests on the
-# newest supported Airflow, then the unit tests again on the lowest supported Airflow.
+# The whole test command: lint, format check, type check; then, side by side, (1) the unit, sandbox, benchmark
+# smoke, fault-matrix and end-to-end tests on the newest supported Airflow, and (2) the real Airflow deployment
+# suite, the manual's build and the unit tests on the lowest supported Airflow. Most of (1) waits on the
+# sandbox's rate limits and most of (2) on Airflow's processes, so the two halves share the machine well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh newest
 scripts/bootstrap.sh lowest
+scripts/system-packages.sh
 
 echo "== lint, format, types"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 
-echo "== tests on the newest Airflow ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')): unit, sandbox, then end to end (about 5 minutes)"
-.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/sandbox tests/faults tests/e2e "$@"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+airflow_version() { "$1" -c 'import importlib.metadata as m; print(m.version("apache-airflow"))'; }
 
-echo "== unit tests on the lowest Airflow ($(.venv-lowest/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))'))"
-.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit
+second_half() {
+  echo "== a real Airflow $(airflow_version .venv/bin/python) deployment: PostgreSQL, scheduler, triggerer, API server, UI"
+  .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/deployment" tests/deployment
+  echo "== the manual (docs/), built offline with warnings as errors"
+  .venv/bin/sphinx-build -W --keep-going -q -b html docs build/docs
+  echo "== unit tests on the lowest Airflow ($(airflow_version .venv-lowest/bin/python))"
+  .venv-lowest/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/lowest" tests/unit
+}
+second_half >"$work/second-half.log" 2>&1 &
+second_pid=$!
+
+echo "== tests on the newest Airflow ($(airflow_version .venv/bin/python)): unit, sandbox, benchmark smoke runs, fault matrix, end to end"
+echo "   (the deployment suite, the manual and the lowest Airflow run alongside; their output follows)"
+first_status=0
+.venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/newest" \
+  tests/unit tests/sandbox tests/bench tests/faults tests/e2e "$@" || first_status=$?
+
+second_status=0
+wait "$second_pid" || second_status=$?
+cat "$work/second-half.log"
+
+if [ "$first_status" -ne 0 ] || [ "$second_status" -ne 0 ]; then
+  echo "== FAILED: newest-Airflow tests exited $first_status; deployment, manual and lowest-Airflow exited $second_status"
+  exit 1
+fi
+echo "== all passed"

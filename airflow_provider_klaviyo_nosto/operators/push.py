@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import BulkImportJob, BulkImportJobStatus, KlaviyoHook
+from airflow_provider_klaviyo_nosto.links.klaviyo import KlaviyoListLink
 from airflow_provider_klaviyo_nosto.operators.sync import PushSpec
 from airflow_provider_klaviyo_nosto.state_store import StateStore
 from airflow_provider_klaviyo_nosto.sync.batching import (
@@ -68,6 +69,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("push",)
     ui_color = "#fdf1e8"
+    operator_extra_links = (KlaviyoListLink(),)
 
     def __init__(
         self,

@@ -554,6 +554,26 @@ def test_status_html_and_truncated_faults(klaviyo: KlaviyoClient) -> None:
     assert klaviyo.call("GET", "/api/lists").json()["data"] == []
 
 
+def test_a_fault_can_be_limited_to_requests_carrying_one_text(klaviyo: KlaviyoClient) -> None:
+    klaviyo.admin(
+        "POST",
+        "faults",
+        json={
+            "kind": "status",
+            "method": "POST",
+            "path": "^/api/profile-bulk-import-jobs$",
+            "body_contains": "mallory@example.com",
+            "status": 400,
+        },
+    )
+    path = "/api/profile-bulk-import-jobs"
+    assert klaviyo.call("POST", path, json=bulk_body([{"email": "alice@example.com"}])).status_code == 202
+    for _ in range(2):
+        refused = klaviyo.call("POST", path, json=bulk_body([{"email": "mallory@example.com"}]))
+        assert refused.status_code == 400
+    assert klaviyo.call("POST", path, json=bulk_body([{"email": "bob@example.com"}])).status_code == 202
+
+
 def test_delay_and_reset_faults(klaviyo: KlaviyoClient) -> None:
     klaviyo.admin(
         "POST", "faults", json={"kind": "delay", "seconds": 1.0, "path": "/api/accounts", "times": 1}
