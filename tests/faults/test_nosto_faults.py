@@ -15,6 +15,8 @@ import requests
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoAuthError, NostoError
 from sandbox.harness import DEMO_NOSTO_EXPORT_TOKEN
+from tests.e2e.expected import expected_from_export
+from tests.e2e.test_sync_end_to_end import assert_klaviyo_matches
 from tests.faults.conftest import FaultWorld
 
 
@@ -67,11 +69,6 @@ def _graphql_error(world: FaultWorld) -> None:
     )
 
 
-def _segment_gone(world: FaultWorld) -> None:
-    remaining = world.catalogue[1:]
-    requests.put(f"{world.sandbox.nosto}/__sandbox/catalogue", json=remaining, timeout=30).raise_for_status()
-
-
 @pytest.mark.parametrize(
     ("fault", "error", "messages"),
     [
@@ -85,7 +82,6 @@ def _segment_gone(world: FaultWorld) -> None:
             ["Stopped before writing anything", "removal threshold is 10%", "allow_removals=true"],
         ),
         (_graphql_error, NostoError, ["Internal server error", "Nothing was written", "retry the task"]),
-        (_segment_gone, KlaviyoConfigError, ["has no segment", "Remove it from 'segments'"]),
     ],
     ids=[
         "export-missing",
@@ -94,7 +90,6 @@ def _segment_gone(world: FaultWorld) -> None:
         "export-gzip-cut-off",
         "export-cut-to-half-at-a-line-boundary",
         "graphql-error",
-        "segment-no-longer-exists",
     ],
 )
 def test_bad_nosto_input_stops_the_run_and_loses_nothing(
@@ -165,3 +160,33 @@ def test_refused_nosto_token_fails_at_once_naming_the_connection(
     assert "API_APPS token in the password of Airflow connection 'nosto_default'" in text
     log = requests.get(f"{world.sandbox.nosto}/__sandbox/requests", timeout=30).json()["requests"]
     assert [entry["status"] for entry in log if entry["path"] == "/v1/graphql"] == [401], "no retries"
+
+
+def test_segment_deleted_in_nosto_leaves_its_members_values_with_a_warning(
+    world: FaultWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.sync()
+    gone, *remaining = world.catalogue
+    requests.put(f"{world.sandbox.nosto}/__sandbox/catalogue", json=remaining, timeout=30).raise_for_status()
+
+    world.sync()
+
+    out = capsys.readouterr().out
+    sys.stdout.write(out)
+    warnings = [line for line in out.splitlines() if "warning" in line and gone["name"] in line]
+    assert warnings, "the run warns that a synced segment is gone from Nosto"
+    # SPEC 2: its name leaves its members' values; every other segment's values stay as the export says.
+    names = {segment["name"] for segment in remaining}
+    assert_klaviyo_matches(world.sandbox.state(), expected_from_export(world.data / "export.jsonl.gz", names))
+
+
+def test_chosen_segment_that_nosto_never_had_stops_the_run_naming_it(world: FaultWorld) -> None:
+    world.sync()
+    before = _klaviyo_held(world)
+    world.config["segments"] = [*world.config["segments"], "5a497a0000000000000000ff"]
+
+    text = world.fails(world.plan, KlaviyoConfigError)
+
+    assert "has no segment '5a497a0000000000000000ff'" in text
+    assert "Remove it from 'segments'" in text
+    assert _klaviyo_held(world) == before
