@@ -795,8 +795,19 @@ class KlaviyoHook(HttpHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the key with ``GET /api/accounts`` (cheap, needs only ``accounts:read``)."""
+        # The UI tests a form under a made-up connection id, so these messages name the form's fields instead.
         try:
             document = self.request("GET", "/api/accounts") or {}
+        except KlaviyoAuthError:
+            return False, (
+                "Klaviyo did not accept the key (401): put the account's private API key (pk_...) in the "
+                "Password field, not the public site id."
+            )
+        except KlaviyoPermissionError:
+            return False, (
+                "Klaviyo accepted the key but it lacks the scope accounts:read, which the test needs; the sync "
+                "also needs the scopes listed in the docs (Klaviyo: Settings > API keys)."
+            )
         except Exception as exc:
             return False, redact(str(exc))
         accounts = document.get("data") or []
@@ -817,8 +828,9 @@ class KlaviyoHook(HttpHook):
         ids = self.find_lists_by_name(name)
         if len(ids) > 1:
             raise KlaviyoError(
-                f"{len(ids)} Klaviyo lists are named {name!r} (ids {', '.join(ids)}); set the list id "
-                "in the sync configuration to say which one to use"
+                f"{len(ids)} Klaviyo lists are named {name!r} (ids {', '.join(ids)}), so the sync cannot tell "
+                "which one is its own. Rename or delete the others in Klaviyo, or choose another name in the "
+                "sync configuration."
             )
         return ids[0] if ids else None
 

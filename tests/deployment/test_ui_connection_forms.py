@@ -175,7 +175,8 @@ def test_test_connection_accepts_a_good_klaviyo_key_and_explains_a_bad_one(
     )
     title, message = press_test_connection(page, bad).splitlines()
     assert title == "Test Connection Failed"
-    assert "did not accept the credentials (401" in message
+    assert "did not accept the key (401)" in message
+    assert "Password field" in message
     assert "pk_not_this_account" not in message
 
 

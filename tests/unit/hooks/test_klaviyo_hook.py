@@ -614,8 +614,9 @@ class TestPagination:
     def test_two_lists_with_one_name_is_a_conflict(self, hook, requests_mock):
         items = [{"type": "list", "id": i, "attributes": {"name": "Dup"}} for i in ("L1", "L2")]
         requests_mock.get(f"{BASE}/api/lists", json={"data": items})
-        with pytest.raises(KlaviyoError, match="list id"):
+        with pytest.raises(KlaviyoError, match=r"2 Klaviyo lists are named 'Dup' \(ids L1, L2\)") as err:
             hook.find_list_by_name("Dup")
+        assert "Rename or delete the others in Klaviyo" in str(err.value)
 
     def test_oversize_page_refused_before_sending(self, hook, requests_mock):
         with pytest.raises(ValueError, match="between 1 and 10"):
@@ -755,7 +756,16 @@ def test_test_connection_failure_has_no_key(hook, requests_mock):
     requests_mock.get(f"{BASE}/api/accounts", status_code=401, json=_error(401, "authentication_failed"))
     ok, message = hook.test_connection()
     assert not ok
-    assert "klaviyo_default" in message
+    assert "401" in message
+    assert "Password field" in message
+    assert API_KEY not in message
+
+
+def test_test_connection_names_the_missing_scope(hook, requests_mock):
+    requests_mock.get(f"{BASE}/api/accounts", status_code=403, json=_error(403, "permission_denied"))
+    ok, message = hook.test_connection()
+    assert not ok
+    assert "accounts:read" in message
     assert API_KEY not in message
 
 
