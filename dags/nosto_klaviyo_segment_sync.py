@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.sdk import DAG, Param, task
 
 from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOperator
 from airflow_provider_klaviyo_nosto.operators.segment_targets import KlaviyoSegmentListOperator
@@ -110,9 +111,21 @@ with DAG(
 
     # After every push (the profiles of new contacts exist by then), even when one failed: the lists get
     # whatever can be applied, and contacts without a profile are tried again next run.
-    pushes >> KlaviyoSegmentListOperator(
+    segment_lists = KlaviyoSegmentListOperator(
         task_id="sync_segment_lists",
         plan=plan.output,
         pool=KLAVIYO_POOL,
         trigger_rule="all_done_min_one_success",
     )
+    pushes >> segment_lists
+
+    # The list task above runs even when a push failed, and a run's state follows its last tasks: this one
+    # fails the run whenever a push (or the list task) failed, and is skipped otherwise.
+    @task(trigger_rule="one_failed", retries=0)
+    def fail_if_a_push_failed() -> None:
+        raise AirflowFailException(
+            "Part of this run's Klaviyo work failed: see the log of the failed task. A failed push_segment "
+            "task can be cleared on its own to retry its segment; the other segments are applied."
+        )
+
+    [pushes, segment_lists] >> fail_if_a_push_failed()

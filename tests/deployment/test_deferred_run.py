@@ -128,7 +128,13 @@ def test_the_documented_pool_exists_counts_deferred_tasks_and_the_klaviyo_tasks_
     assert (pool["slots"], pool["include_deferred"]) == (POOL_SLOTS, True)
 
     tasks = {task["task_id"]: task for task in deployment.call("GET", f"/dags/{DAG_ID}/tasks")["tasks"]}
-    assert {task_id: task["pool"] for task_id, task in tasks.items()} == {"plan_sync": POOL, PUSH: POOL}
+    assert {task_id: task["pool"] for task_id, task in tasks.items()} == {
+        "plan_sync": POOL,
+        PUSH: POOL,
+        "sync_segment_lists": POOL,
+        # Calls nothing: it only fails the run when a push failed.
+        "fail_if_a_push_failed": "default_pool",
+    }
     assert {ti["pool"] for ti in observed.pushes} == {POOL}
 
     deferred = sum(1 for ti in observed.waiting if ti["state"] == "deferred")
