@@ -135,7 +135,13 @@ def plan_sync(
     refreshed = _refreshed_ids(current_names, refresh)
     kept = frozenset(current_names) - refreshed
 
-    applied_records = Counter(applied.contacts.values())
+    # Records are shared objects: counting them by identity first hashes each distinct record once
+    # instead of once per contact.
+    applied_values = applied.contacts.values()
+    record_by_id = dict(zip(map(id, applied_values), applied_values, strict=True))
+    applied_records: Counter[ContactRecord] = Counter()
+    for record_id, count in Counter(map(id, applied_values)).items():
+        applied_records[record_by_id[record_id]] += count
     members_before = _members_before(applied_records)
     removed = sorted((set(applied.segments) | set(members_before)) - set(current_names))
 
