@@ -12,8 +12,8 @@ echo "== lint, format, types"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 
-echo "== tests on the newest Airflow ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')): unit, sandbox, then end to end (about 5 minutes)"
-.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/sandbox tests/e2e "$@"
+echo "== tests on the newest Airflow ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')): unit, sandbox, benchmark smoke runs, then end to end (about 5 minutes)"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/sandbox tests/bench tests/e2e "$@"
 
 echo "== unit tests on the lowest Airflow ($(.venv-lowest/bin/python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))'))"
 .venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit
