@@ -103,8 +103,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ).execute({})
         plan_s = time.perf_counter() - started
         spec = next(spec for spec in specs if spec["key"] == SEGMENT["id"])
-        result = run_child("bench.push_memory", "--child", json.dumps(spec), env=env)
-    result.update(members=args.members, contacts_to_write=spec["contacts_to_write"], plan_s=plan_s)
+        payloads = [json.dumps(entry) for entry in specs]
+        xcom = {
+            "xcom_bytes": len(json.dumps(spec).encode("utf-8")),
+            "xcom_max_bytes": max(len(payload.encode("utf-8")) for payload in payloads),
+            "xcom_has_email": any("@" in payload for payload in payloads),
+        }
+        result = (
+            {} if args.plan_only else run_child("bench.push_memory", "--child", json.dumps(spec), env=env)
+        )
+    result.update(members=args.members, contacts_to_write=spec["contacts_to_write"], plan_s=plan_s, **xcom)
     return result
 
 
@@ -114,12 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-scale", type=float, default=0.01)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--plan-only", action="store_true", help="stop after the plan (XCom sizes only)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         emit(push_child(json.loads(args.child)))
         return 0
     result = run(args)
+    print(
+        f"XCom entry of a segment of {result['members']:,} members: {result['xcom_bytes']} bytes "
+        f"(largest entry {result['xcom_max_bytes']} bytes); holds an email: {result['xcom_has_email']}"
+    )
+    if args.plan_only:
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+        return 0
     print(
         f"push of a segment of {result['members']:,} members: peak {result['push_peak_mb']:.0f} MB "
         f"({result['after_imports_mb']:.0f} MB after imports), {result['push_s']:.1f} s, "

@@ -107,3 +107,5 @@ def test_push_memory_benchmark_reports_peak_memory(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["written"] == 1500
     assert result["push_peak_mb"] > result["after_imports_mb"] > 0
+    assert result["xcom_has_email"] is False
+    assert result["xcom_bytes"] < 4096
