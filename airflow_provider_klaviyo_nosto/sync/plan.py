@@ -253,6 +253,8 @@ class _ContactPlanner:
             if diff.refreshed and diff.export_name is not None:
                 self._ids_by_export_name.setdefault(diff.export_name, []).append(diff.segment_id)
         self._records: dict[ContactRecord, ContactRecord] = {}
+        # With every chosen segment refreshed, the desired record depends on the export names alone.
+        self._by_export_names: dict[frozenset[str] | None, ContactRecord] = {}
 
     def outcome(self, export_names: frozenset[str] | None, old: ContactRecord) -> _Outcome:
         new = self._desired(export_names, old)
@@ -276,6 +278,8 @@ class _ContactPlanner:
         )
 
     def _desired(self, export_names: frozenset[str] | None, old: ContactRecord) -> ContactRecord:
+        if not self._kept and export_names in self._by_export_names:
+            return self._by_export_names[export_names]
         segment_ids = {segment_id for segment_id in old.segment_ids if segment_id in self._kept}
         if export_names is not None:
             for name in export_names:
@@ -285,7 +289,10 @@ class _ContactPlanner:
             segment_ids=tuple(sorted(segment_ids)),
             value=tuple(sorted({self._current_names[segment_id] for segment_id in segment_ids})),
         )
-        return self._records.setdefault(record, record)
+        record = self._records.setdefault(record, record)
+        if not self._kept:
+            self._by_export_names[export_names] = record
+        return record
 
 
 def _chosen_names(chosen: Sequence[Segment]) -> dict[str, str]:
