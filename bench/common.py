@@ -17,7 +17,18 @@ RESULT_PREFIX = "BENCH-RESULT "
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (``ru_maxrss`` is in KiB on Linux)."""
+    """This process's peak resident set size so far, in MB.
+
+    Linux's ``VmHWM`` is the high-water mark of this process's own memory. ``getrusage``'s ``ru_maxrss`` is
+    the fallback elsewhere; on Linux it would also carry over the parent's peak across ``fork`` and ``exec``,
+    so a child started by a large parent would report at least the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

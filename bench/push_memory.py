@@ -6,7 +6,8 @@ The export puts every contact in one segment, so after the sync operator has pla
 that segment's push task owns every contact: it reads the diff, removes nobody, submits
 ``members / 10,000`` bulk import jobs to the sandbox, waits for them inline and writes its journal. The push
 runs alone in a child process, as on an Airflow worker (Airflow imported), and reports its own maximum
-resident set size (``getrusage``), its time and its calls.
+resident set size (``VmHWM``), its time and its calls. Its pacer runs on the sandbox's time scale, as in
+:mod:`bench.sync_rate`, so the time is not a real account's.
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ def connections(klaviyo: str, nosto: str) -> dict[str, str]:
     }
 
 
-def push_child(spec: dict[str, Any]) -> dict[str, Any]:
+def push_child(spec: dict[str, Any], rate_scale: float) -> dict[str, Any]:
     from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOperator
+    from bench.sync_rate import scale_our_pacing
+
+    scale_our_pacing(rate_scale)
 
     imported_mb = peak_rss_mb()
     started = time.perf_counter()
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        emit(push_child(json.loads(args.child)))
+        emit(push_child(json.loads(args.child), args.rate_scale))
         return 0
     result = run(args)
     print(
