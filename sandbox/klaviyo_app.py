@@ -251,6 +251,7 @@ class KlaviyoSandbox:
         self.log = RequestLog()
         self._initial = (api_key, rate_scale)
         self.limiter = RateLimiter(scale=rate_scale)
+        self._filtered: tuple[Any, list[Profile]] = (None, [])
         self.config = KlaviyoConfig(api_keys={api_key: None})
         self.handlers: dict[str, Callable[[Call], Response]] = {
             "get_accounts": self.get_accounts,
@@ -799,12 +800,20 @@ class KlaviyoSandbox:
             candidates = sorted((self.account.profiles[i] for i in ids), key=lambda p: p.seq)
         else:
             candidates = self.account.profiles.values()
-        profiles = (
-            list(candidates)
-            if node is None
-            else [p for p in candidates if matches(node, partial(_profile_field, p))]
-        )
         sort = call.query.get("sort")
+        # A client paging through a filtered scan of the whole account asks for the same filter once per
+        # page; filtering every profile again for each page would make the scan quadratic.
+        reuse_key = (call.query.get("filter"), id(self.account.profiles), self.account.revision)
+        if emails is None and node is not None and sort is None and self._filtered[0] == reuse_key:
+            profiles = self._filtered[1]
+        else:
+            profiles = (
+                list(candidates)
+                if node is None
+                else [p for p in candidates if matches(node, partial(_profile_field, p))]
+            )
+            if emails is None and node is not None and sort is None:
+                self._filtered = (reuse_key, profiles)
         if sort is None:
             # Creation order is storage order: no sorting while a client walks 50,000 profiles.
             page, links = paginate(call, profiles, lambda p: [p.seq])

@@ -242,6 +242,8 @@ class KlaviyoAccount:
         self.subscription_calls: list[dict[str, Any]] = []
         #: every profile write (bulk job entry, PATCH, import, create), so tests can count writes per email
         self.writes: list[dict[str, Any]] = []
+        #: moves on with every change a profile filter can see, so filtered listings can be reused until then
+        self.revision = 0
         self._seq = itertools.count(1)
 
     def next_seq(self) -> int:
@@ -270,6 +272,7 @@ class KlaviyoAccount:
         moment = now_utc()
         profile = Profile(id=new_profile_id(), seq=self.next_seq(), created=moment, updated=moment)
         self.profiles[profile.id] = profile
+        self.revision += 1
         return profile
 
     def _reindex(self, profile: Profile, name: str, old: Any, new: Any) -> None:
@@ -305,6 +308,7 @@ class KlaviyoAccount:
             owner = index.get(value) if isinstance(value, str) else None
             if owner is not None and owner != profile.id:
                 raise DuplicateProfile(owner)
+        self.revision += 1
         self.writes.append(
             {
                 "seq": len(self.writes) + 1,
@@ -363,6 +367,7 @@ class KlaviyoAccount:
         for key in [unset] if isinstance(unset, str) else unset or []:
             profile.properties.pop(key, None)
         profile.updated = now_utc()
+        self.revision += 1
 
     def profile_lists(self, profile_id: str) -> list[str]:
         return [list_id for list_id, record in self.lists.items() if profile_id in record.members]

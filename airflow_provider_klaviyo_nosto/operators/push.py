@@ -134,6 +134,9 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         store.write_progress(spec["generation"], spec["key"], progress)
 
         job_ids = [batch["job_id"] for batch in progress.get("batches", {}).values() if batch.get("job_id")]
+        # finish() reads the diff again; letting go of this copy halves a large push's peak memory while
+        # it waits inline.
+        del changes, batches
         if not job_ids:
             return self.finish(context, jobs=[])
         if self.deferrable:
@@ -324,20 +327,17 @@ class KlaviyoSegmentPushOperator(BaseOperator):
                         email = normalised.get(error.email, error.email)
                         rejected[email] = f"{error.code}: {error.detail}"
 
-        confirmed = [
-            (change.email, change.new)
-            for change in changes
-            if change.email not in rejected and change.email not in unconfirmed
-        ]
-        confirmed_emails = {email for email, _ in confirmed}
-        self.unset_emptied_values(hook, spec, [c for c in changes if c.email in confirmed_emails])
-        self.unset_old_property(hook, spec, [c for c in changes if c.email in confirmed_emails])
+        excluded = rejected.keys() | unconfirmed
+        confirmed = [(change.email, change.new) for change in changes if change.email not in excluded]
+        applied_changes = [change for change in changes if change.email not in excluded]
+        self.unset_emptied_values(hook, spec, applied_changes)
+        self.unset_old_property(hook, spec, applied_changes)
         store.write_journal(spec["generation"], spec["key"], confirmed)
 
         summary = self.new_summary(spec)
         summary.update(
             written=len(confirmed),
-            added_to_list=sum(1 for c in changes if c.joins_address_book and c.email in confirmed_emails),
+            added_to_list=sum(1 for c in changes if c.joins_address_book and c.email not in excluded),
             removed_from_list=progress.get("removed_from_list", 0),
             rejected=len(rejected),
             rejected_reasons=dict(Counter(reason.split(":", 1)[0] for reason in rejected.values())),

@@ -16,6 +16,11 @@ import idna
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _ALPHA_TLD = re.compile(r"[a-z]{2,63}")
+# A lower-cased dot-atom local part (no leading, trailing or double dot) at a domain of host-name
+# characters; the domain's labels are checked by _canonical_domain.
+_PLAIN_ADDRESS = re.compile(
+    r"([a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*)@([a-z0-9.-]+)"
+)
 
 # Besides Unicode white space, exports carry zero-width characters and byte-order marks copied
 # from spreadsheets; none of them can be part of an address.
@@ -49,6 +54,15 @@ def normalise_email(raw: object) -> str:
     if not isinstance(raw, str):
         raise InvalidEmail("not a string")
     address = raw.strip(_SURROUNDING_JUNK).lower()
+
+    # Nearly every address is a plain dot-atom at an ASCII host name: one match settles it, with the
+    # domain checked (and cached) as below. Anything else takes the step-by-step checks that name
+    # what is wrong.
+    plain = _PLAIN_ADDRESS.fullmatch(address)
+    if plain is not None and plain.end(1) <= _MAX_LOCAL:
+        normalised = f"{plain[1]}@{_canonical_domain(plain[2])}"
+        if len(normalised) <= _MAX_ADDRESS:
+            return normalised
     if not address:
         raise InvalidEmail("empty")
 

@@ -9,12 +9,18 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, cast
+from typing import IO, Any, cast
+
+import msgspec
 
 from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email
 from airflow_provider_klaviyo_nosto.sync.masking import mask_email
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_READ_BLOCK = 1 << 20
+_NO_SEGMENTS: frozenset[str] = frozenset()
+# Marks a segment-list spelling not decoded yet (None means: decoded, and not a list of strings).
+_UNKNOWN: frozenset[str] = frozenset({""})
 # Enough examples to show what kind of addresses are wrong without turning a report into a dump.
 _MAX_INVALID_SAMPLES = 5
 _MAX_SAMPLE_CHARS = 80
@@ -97,15 +103,35 @@ def read_export(stream: IO[bytes], segments_key: str = "nosto_segments") -> Expo
     snapshot = ExportSnapshot()
     contacts = snapshot.contacts
     shared_sets: dict[frozenset[str], frozenset[str]] = {}
-    for line_number, line in _lines(stream, snapshot):
+    # Millions of lines share a few thousand spellings of their segment list: each spelling is decoded
+    # and checked once. A line the typed decoder refuses takes the general path, which decides what
+    # is malformed, so both paths accept exactly the same lines.
+    names_by_spelling: dict[bytes, frozenset[str] | None] = {}
+    decode = _line_decoder(segments_key).decode
+    unset = msgspec.UNSET
+    for line_number, line, complete in _lines(stream, snapshot):
         snapshot.lines += 1
-        parsed = _parse_line(line, segments_key)
-        if parsed is None:
+        names: frozenset[str] | None
+        try:
+            entry = decode(line)
+        except msgspec.MsgspecError:
+            parsed = _parse_line(line, segments_key)
+            raw_email, names, has_key = parsed if parsed is not None else (None, None, False)
+        else:
+            raw_email, spelling = entry.email, entry.names
+            if spelling is unset:
+                names, has_key = _NO_SEGMENTS, False
+            else:
+                key = bytes(spelling)
+                names = names_by_spelling.get(key, _UNKNOWN)
+                if names is _UNKNOWN:
+                    names = names_by_spelling[key] = _segment_names(key)
+                has_key = True
+        if names is None:
             snapshot.malformed_lines += 1
-            if not line.endswith(b"\n"):
+            if not complete:
                 snapshot.truncated = True
             continue
-        raw_email, names, has_key = parsed
         snapshot.lines_with_segments_key += has_key
 
         try:
@@ -155,15 +181,47 @@ def require_contacts(snapshot: ExportSnapshot, segments_key: str = "nosto_segmen
     return snapshot
 
 
-def _lines(stream: IO[bytes], snapshot: ExportSnapshot) -> Iterator[tuple[int, bytes]]:
+def _lines(stream: IO[bytes], snapshot: ExportSnapshot) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield ``(line number, line, ends with a newline)`` for every non-blank line, reading large blocks."""
+    line_number = 0
+    rest = b""
+    # read1 hands over what one decompression step produced, so a stream cut off later still yields
+    # every line before the cut.
+    read = getattr(stream, "read1", stream.read)
     try:
-        for line_number, line in enumerate(stream, start=1):
-            if line.strip():
-                yield line_number, line
+        while block := read(_READ_BLOCK):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                line_number += 1
+                if line.strip():
+                    yield line_number, line, True
     except (EOFError, zlib.error, gzip.BadGzipFile):
         # A gzip stream cut off in transfer: what was read stays usable, and the flag lets the
         # caller refuse a partial snapshot.
         snapshot.truncated = True
+    if rest.strip():
+        yield line_number + 1, rest, False
+
+
+def _line_decoder(segments_key: str) -> msgspec.json.Decoder[Any]:
+    line_type = msgspec.defstruct(
+        "ExportLine",
+        [("email", str), ("names", msgspec.Raw, msgspec.UNSET)],
+        rename={"email": "email", "names": segments_key},
+    )
+    return msgspec.json.Decoder(line_type)
+
+
+def _segment_names(spelling: bytes) -> frozenset[str] | None:
+    """Return the segment names a JSON list spells, or ``None`` when it is not a list of strings."""
+    try:
+        names = json.loads(spelling)
+    except ValueError:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return None
+    return frozenset(names)
 
 
 def _parse_line(line: bytes, segments_key: str) -> tuple[object, frozenset[str], bool] | None:

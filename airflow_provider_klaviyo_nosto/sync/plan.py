@@ -135,7 +135,13 @@ def plan_sync(
     refreshed = _refreshed_ids(current_names, refresh)
     kept = frozenset(current_names) - refreshed
 
-    applied_records = Counter(applied.contacts.values())
+    # Records are shared objects: counting them by identity first hashes each distinct record once
+    # instead of once per contact.
+    applied_values = applied.contacts.values()
+    record_by_id = dict(zip(map(id, applied_values), applied_values, strict=True))
+    applied_records: Counter[ContactRecord] = Counter()
+    for record_id, count in Counter(map(id, applied_values)).items():
+        applied_records[record_by_id[record_id]] += count
     members_before = _members_before(applied_records)
     removed = sorted((set(applied.segments) | set(members_before)) - set(current_names))
 
@@ -247,6 +253,8 @@ class _ContactPlanner:
             if diff.refreshed and diff.export_name is not None:
                 self._ids_by_export_name.setdefault(diff.export_name, []).append(diff.segment_id)
         self._records: dict[ContactRecord, ContactRecord] = {}
+        # With every chosen segment refreshed, the desired record depends on the export names alone.
+        self._by_export_names: dict[frozenset[str] | None, ContactRecord] = {}
 
     def outcome(self, export_names: frozenset[str] | None, old: ContactRecord) -> _Outcome:
         new = self._desired(export_names, old)
@@ -270,6 +278,8 @@ class _ContactPlanner:
         )
 
     def _desired(self, export_names: frozenset[str] | None, old: ContactRecord) -> ContactRecord:
+        if not self._kept and export_names in self._by_export_names:
+            return self._by_export_names[export_names]
         segment_ids = {segment_id for segment_id in old.segment_ids if segment_id in self._kept}
         if export_names is not None:
             for name in export_names:
@@ -279,7 +289,10 @@ class _ContactPlanner:
             segment_ids=tuple(sorted(segment_ids)),
             value=tuple(sorted({self._current_names[segment_id] for segment_id in segment_ids})),
         )
-        return self._records.setdefault(record, record)
+        record = self._records.setdefault(record, record)
+        if not self._kept:
+            self._by_export_names[export_names] = record
+        return record
 
 
 def _chosen_names(chosen: Sequence[Segment]) -> dict[str, str]:

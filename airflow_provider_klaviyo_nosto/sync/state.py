@@ -38,6 +38,7 @@ _JOURNAL_NAME = re.compile(r"(?P<generation>\d{8})-(?P<key>[^/]+)\.jsonl\.gz")
 # Gzip level 6 costs a third of level 9's time for nearly the same size on these repetitive lines.
 _GZIP_LEVEL = 6
 _WRITE_CHUNK_LINES = 10_000
+_READ_BLOCK = 1 << 20
 
 
 class StateFileError(ValueError):
@@ -204,13 +205,8 @@ def read_journal(stream: IO[bytes], *, part: str = "journal") -> Iterator[tuple[
     for line_number, line in _raw_lines(stream, part):
         end = line.find(b'",', 2)
         email_bytes = line[2:end]
-        if (
-            line.startswith(b'["')
-            and end > 2
-            and line.endswith(b"]\n")
-            and not _NEEDS_JSON.search(email_bytes)
-        ):
-            spelling = line[end + 2 : -2]
+        if line.startswith(b'["') and end > 2 and line.endswith(b"]") and not _NEEDS_JSON.search(email_bytes):
+            spelling = line[end + 2 : -1]
             record = by_spelling.get(spelling)
             if record is None:
                 items = _parse(b"[" + spelling + b"]", part, line_number)
@@ -346,16 +342,23 @@ def _write_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
 
 
 def _raw_lines(stream: IO[bytes], part: str) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line number, line without its newline)`` for every non-blank line, reading large blocks."""
     line_number = 0
+    rest = b""
+    data = open_export_stream(stream)
+    read = getattr(data, "read1", data.read)
     try:
-        for line_number, line in enumerate(open_export_stream(stream), start=1):
-            if not line.strip():
-                continue
-            if not line.endswith(b"\n"):
-                raise StateFileError(part, line_number, "last line is cut off")
-            yield line_number, line
+        while block := read(_READ_BLOCK):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                line_number += 1
+                if line.strip():
+                    yield line_number, line
     except (EOFError, zlib.error, gzip.BadGzipFile):
         raise StateFileError(part, line_number + 1, "gzip data is truncated or corrupt") from None
+    if rest.strip():
+        raise StateFileError(part, line_number + 1, "last line is cut off")
 
 
 def _parse(line: bytes, part: str, line_number: int) -> Any:

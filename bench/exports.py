@@ -1,0 +1,177 @@
+"""Reproducible benchmark data: a Segment Export with 20 segments and the applied state it is diffed against.
+
+Generated straight to gzip, line by line, so 5,000,000 contacts need neither Faker nor the whole export in
+memory. One seed always gives the same bytes. The applied state is what an earlier run confirmed: the export's
+own membership with about 5% of it changed (contacts who joined or left one segment since, newcomers not yet
+applied, and applied contacts gone from the export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SEGMENTS = 20
+#: The share of contacts whose applied record differs from the export's.
+CHANGED_SHARE = 0.05
+
+_LIFECYCLE = ["Prospects", "First-Time Customers", "Repeat Customers", "Loyal Customers"]
+_CUSTOM = [
+    "Returning Visitors",
+    "All Customers",
+    "Category affinity: Kombai",
+    "Brand fans: Nike",
+    "Brand fans: Adidas",
+    "Category affinity: Running",
+    "Discount seekers",
+    "High AOV – VIP",
+    "Cart abandoners (30 d)",
+    "Brand fans: Marimekko",
+    "Category affinity: Outdoor & Hiking",
+    "Newsletter readers who never bought",
+    "Lapsed customers",
+    "Category affinity: Kids' shoes",
+    "Sale hunters: Winter",
+    "Gift buyers",
+]
+_FIRST = [
+    "anna",
+    "mikko",
+    "laura",
+    "jussi",
+    "emma",
+    "oliver",
+    "sofia",
+    "lucas",
+    "aino",
+    "leo",
+    "maria",
+    "noah",
+]
+_LAST = ["virtanen", "korhonen", "smith", "muller", "garcia", "nieminen", "brown", "o'neil", "schmidt", "lee"]
+_DOMAINS = ["gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "gmx.de", "proton.me"]
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """Where one generated data set lives and what it holds."""
+
+    folder: str
+    contacts: int
+    seed: int
+    export: str
+    applied_contacts: str
+    catalogue: str
+    export_lines: int
+    applied_records: int
+    changed: int
+
+
+def catalogue(seed: int) -> list[dict[str, str]]:
+    """Return the 20 segments, ids drawn from ``seed``."""
+    rng = random.Random(f"catalogue-{seed}")
+    names = (_LIFECYCLE + _CUSTOM)[:SEGMENTS]
+    return [{"id": f"{rng.getrandbits(96):024x}", "name": name} for name in names]
+
+
+def generate(folder: Path, contacts: int, seed: int = 1) -> BenchData:
+    """Write ``export.jsonl.gz``, ``contacts.jsonl.gz`` (applied state) and ``catalogue.json`` into ``folder``.
+
+    An existing, complete data set with the same size and seed is reused.
+    """
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        data = BenchData(**json.loads(manifest.read_text()))
+        if data.contacts == contacts and data.seed == seed:
+            return data
+    folder.mkdir(parents=True, exist_ok=True)
+    segments = catalogue(seed)
+    (folder / "catalogue.json").write_text(json.dumps(segments, ensure_ascii=False, indent=1) + "\n")
+    ids = {segment["name"]: segment["id"] for segment in segments}
+    custom = [segment["name"] for segment in segments if segment["name"] not in _LIFECYCLE]
+
+    rng = random.Random(seed)
+    export_lines = applied = changed = 0
+    export_path, applied_path = folder / "export.jsonl.gz", folder / "contacts.jsonl.gz"
+    with (
+        gzip.open(export_path, "wt", encoding="utf-8", compresslevel=6) as export,
+        gzip.open(applied_path, "wt", encoding="utf-8", compresslevel=6) as state,
+    ):
+        export_chunk: list[str] = []
+        state_chunk: list[str] = []
+        for index in range(contacts):
+            email = (
+                f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}{index:x}@{_DOMAINS[rng.randrange(len(_DOMAINS))]}"
+            )
+            names = {_LIFECYCLE[min(3, int(rng.random() * 4))]}
+            names.update(name for name in custom if rng.random() < 0.1)
+            shown = email.capitalize() if rng.random() < 0.03 else email
+            export_chunk.append(
+                json.dumps({"email": shown, "nosto_segments": sorted(names)}, ensure_ascii=False)
+            )
+            export_lines += 1
+
+            roll = rng.random()
+            before = set(names)
+            if roll < 0.02:
+                before.add(custom[rng.randrange(len(custom))])  # left a segment since
+            elif roll < 0.04 and len(before) > 1:
+                before.discard(sorted(before)[rng.randrange(len(before))])  # joined one since
+            elif roll < 0.045:
+                before = set()  # new since the last run
+            if roll < 0.045:
+                changed += 1
+            if before:
+                state_chunk.append(_state_line(email, before, ids))
+                applied += 1
+            if roll >= 0.995:  # gone from Nosto since the last run
+                state_chunk.append(_state_line(f"gone{index:x}@example.org", names, ids))
+                applied += 1
+                changed += 1
+            if len(export_chunk) >= 10_000:
+                export.write("\n".join(export_chunk) + "\n")
+                export_chunk.clear()
+            if len(state_chunk) >= 10_000:
+                state.write("".join(state_chunk))
+                state_chunk.clear()
+        if export_chunk:
+            export.write("\n".join(export_chunk) + "\n")
+        state.write("".join(state_chunk))
+
+    data = BenchData(
+        folder=str(folder),
+        contacts=contacts,
+        seed=seed,
+        export=str(export_path),
+        applied_contacts=str(applied_path),
+        catalogue=str(folder / "catalogue.json"),
+        export_lines=export_lines,
+        applied_records=applied,
+        changed=changed,
+    )
+    manifest.write_text(json.dumps(asdict(data), indent=1) + "\n")
+    return data
+
+
+def _state_line(email: str, names: set[str], ids: dict[str, str]) -> str:
+    ordered = sorted(names)
+    segment_ids = sorted(ids[name] for name in ordered)
+    return json.dumps([email, 1, segment_ids, ordered], ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.exports", description=__doc__)
+    parser.add_argument("--contacts", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(asdict(generate(args.out, args.contacts, args.seed))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
