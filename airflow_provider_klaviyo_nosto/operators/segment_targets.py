@@ -180,6 +180,7 @@ def plan_targets(
             contains_definition(config.property_name, "")
     except ValueError as err:
         raise KlaviyoConfigError(f"In the sync configuration: {err}.") from None
+    _refuse_colliding_list_names(config, lists)
 
     remembered = files.load()
     changes = [change for key_changes in plan.changes_by_key.values() for change in key_changes]
@@ -228,6 +229,32 @@ def plan_targets(
                 segment.name,
             )
     return targets
+
+
+def _refuse_colliding_list_names(config: SyncConfig, lists: Sequence[Segment]) -> None:
+    """Stop when a segment list would be named like the address book or like another segment's list.
+
+    A list found by name is made to hold exactly its segment's members, so a shared name would empty the
+    address book of everyone outside the segment, or make two segments fight over one list.
+    """
+    by_name: dict[str, list[str]] = {}
+    for segment in lists:
+        by_name.setdefault(target_name(config.segment_list_prefix, segment.name), []).append(segment.id)
+    if config.list_name in by_name:
+        raise KlaviyoConfigError(
+            f"The segment list of segment {', '.join(by_name[config.list_name])} would be named "
+            f"{config.list_name!r}, the name of the address book list ('list_name'); it would remove everyone "
+            "outside the segment from the address book. Choose another 'segment_list_prefix' (or list_name)."
+        )
+    shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
+    if shared:
+        described = "; ".join(
+            f"{name!r} for segments {', '.join(ids)}" for name, ids in sorted(shared.items())
+        )
+        raise KlaviyoConfigError(
+            f"Several segment lists would have one name ({described}): Nosto has segments with the same name. "
+            "Rename them in Nosto, or keep only one of them in 'segment_lists'."
+        )
 
 
 def apply_targets(
