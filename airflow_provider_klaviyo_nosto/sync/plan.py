@@ -176,8 +176,10 @@ def plan_sync(
         if outcome.owner is not None:
             changes_by_key[outcome.owner].append(ContactChange(email, old, outcome.new))
 
+    unreadable = snapshot.unreadable
     for email, old in applied_contacts.items():
-        if email in export_contacts:
+        # A contact on a line with unreadable segment names is still in Nosto: it keeps what was applied.
+        if email in export_contacts or email in unreadable:
             continue
         gone_key: tuple[int | None, int] = (None, id(old))
         outcome = outcomes.get(gone_key)
