@@ -20,6 +20,7 @@ from airflow_provider_klaviyo_nosto.state_store import (
     StateStore,
     default_state_uri,
     refuse_local_state_on_distributed_executor,
+    refuse_relative_local_state,
 )
 from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email
 from airflow_provider_klaviyo_nosto.sync.export import (
@@ -265,6 +266,7 @@ class NostoSegmentSyncOperator(BaseOperator):
                 f"No Nosto segment is chosen for syncing: add their ids to 'segments' in the Airflow Variable "
                 f"{self.config_variable!r}."
             )
+        refuse_relative_local_state(config.state_uri)
         refuse_local_state_on_distributed_executor(
             config.state_uri, conf.get("core", "executor", fallback="")
         )
