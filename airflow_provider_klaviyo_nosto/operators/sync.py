@@ -189,7 +189,8 @@ class NostoSegmentSyncOperator(BaseOperator):
             TargetFiles(config.state_uri),
             config,
             chosen,
-            applied,
+            # What the plan was made against: after a full resync, what Klaviyo holds, not the applied state.
+            base,
             plan,
             dry_run=dry_run,
             reconcile_lists=full_resync,
