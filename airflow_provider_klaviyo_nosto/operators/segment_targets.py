@@ -174,8 +174,14 @@ def plan_targets(
     :param reconcile_lists: compare every list with what Klaviyo holds (a full resync).
     """
     try:
-        lists = select_segments(config.segment_lists, chosen, "segment_lists")
-        segments = select_segments(config.klaviyo_segments, chosen, "klaviyo_segments")
+        # A segment named in these options keeps being found under its last applied name after a rename.
+        synced_names = {
+            name: segment_id
+            for segment_id, state in applied.segments.items()
+            for name in (*state.former_names, state.name)
+        }
+        lists = select_segments(config.segment_lists, chosen, "segment_lists", synced_names)
+        segments = select_segments(config.klaviyo_segments, chosen, "klaviyo_segments", synced_names)
         if segments:
             contains_definition(config.property_name, "")
     except ValueError as err:

@@ -406,5 +406,10 @@ def _segment_states(
         # Remember the name the export used, so that a run before the export catches up with a
         # rename still finds the members; unrefreshed segments keep what they had.
         remembered = diffs[segment_id].export_name or (previous.name if previous is not None else name)
-        states[segment_id] = SegmentState(name=remembered, generation=generation)
+        former: tuple[str, ...] = ()
+        if previous is not None:
+            former = tuple(
+                dict.fromkeys(item for item in (*previous.former_names, previous.name) if item != remembered)
+            )
+        states[segment_id] = SegmentState(name=remembered, generation=generation, former_names=former)
     return states
