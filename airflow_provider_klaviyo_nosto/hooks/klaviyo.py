@@ -426,8 +426,9 @@ def _error_text(error: Mapping[str, Any]) -> str:
 
 
 def _filter_values(values: Sequence[str]) -> str:
-    # Klaviyo's filter strings take double-quoted values; JSON string escaping matches its rules.
-    return ",".join(json.dumps(value) for value in values)
+    # Klaviyo's filter strings take double-quoted values, with a backslash before a quote or a backslash; other
+    # characters are sent as they are (URI-encoded by requests), never as \uXXXX escapes, which it does not document.
+    return ",".join(json.dumps(value, ensure_ascii=False) for value in values)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
