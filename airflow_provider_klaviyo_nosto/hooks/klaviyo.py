@@ -830,8 +830,8 @@ class KlaviyoHook(HttpHook):
         ids = self.find_lists_by_name(name)
         if len(ids) > 1:
             raise KlaviyoError(
-                f"{len(ids)} Klaviyo lists are named {name!r} (ids {', '.join(ids)}); delete or rename all "
-                "but one of them in Klaviyo, or choose another 'list_name' in the sync configuration"
+                f"{len(ids)} Klaviyo lists are named {name!r} (ids {', '.join(ids)}); set the list id "
+                "in the sync configuration to say which one to use"
             )
         return ids[0] if ids else None
 

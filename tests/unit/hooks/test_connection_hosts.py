@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, NostoError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
-from tests.unit.hooks.klaviyo_fixtures import BASE
 
 KEY = "pk_break_0123456789abcdef"
 
@@ -48,26 +47,3 @@ def test_credentials_in_the_host_are_refused_without_echoing_them(
     with pytest.raises(KlaviyoConfigError, match="password") as err:
         KlaviyoHook().get_conn()
     assert "pk_secret_in_url" not in str(err.value)
-
-
-def test_two_address_book_lists_with_one_name_ask_for_a_fix_that_exists(
-    hook: KlaviyoHook, requests_mock
-) -> None:
-    # There is no list-id setting in the sync configuration (SyncConfig has none): the way out is in Klaviyo.
-    requests_mock.get(
-        f"{BASE}/api/lists",
-        json={
-            "data": [
-                {"type": "list", "id": "L1", "attributes": {"name": "Nosto Customers"}},
-                {"type": "list", "id": "L2", "attributes": {"name": "Nosto Customers"}},
-            ]
-        },
-    )
-    with pytest.raises(KlaviyoError) as err:
-        hook.find_list_by_name("Nosto Customers")
-    text = str(err.value)
-    assert "L1" in text
-    assert "L2" in text
-    assert "list id in the sync configuration" not in text
-    assert "rename" in text
-    assert "list_name" in text

@@ -614,7 +614,7 @@ class TestPagination:
     def test_two_lists_with_one_name_is_a_conflict(self, hook, requests_mock):
         items = [{"type": "list", "id": i, "attributes": {"name": "Dup"}} for i in ("L1", "L2")]
         requests_mock.get(f"{BASE}/api/lists", json={"data": items})
-        with pytest.raises(KlaviyoError, match="rename all but one"):
+        with pytest.raises(KlaviyoError, match="list id"):
             hook.find_list_by_name("Dup")
 
     def test_oversize_page_refused_before_sending(self, hook, requests_mock):
