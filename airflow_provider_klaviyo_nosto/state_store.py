@@ -47,6 +47,29 @@ def refuse_local_state_on_distributed_executor(state_uri: str, executor: str) ->
         )
 
 
+def refuse_relative_local_state(state_uri: str) -> None:
+    """
+    Refuse a local state folder given relative to the working directory (``file://state``, ``state``).
+
+    A task's working directory is not the same from run to run, so such a folder would be found empty: every
+    run would look like the first, resend everyone and never remove a contact who left Nosto.
+
+    :param state_uri: the configured state location.
+    """
+    if state_uri.startswith("file://"):
+        path = state_uri[len("file://") :]
+    elif "://" not in state_uri:
+        path = state_uri
+    else:
+        return
+    if not path.startswith("/"):
+        raise KlaviyoConfigError(
+            f"state_uri {state_uri!r} is a path relative to the task's working directory, which changes from "
+            f"run to run. Use an absolute path with three slashes, such as 'file:///{path}' for /{path}, or a "
+            "shared object-storage location such as s3://<conn_id>@bucket/klaviyo_nosto_state."
+        )
+
+
 class StateStore:
     """
     Reads and writes the applied state, diff, journal and progress files under one folder.

@@ -210,8 +210,20 @@ def resolve_base_url(host: str | None, default: str, conn_id: str, *, error: typ
     if "://" not in url:
         url = f"https://{url}"
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the part before '@' is often the key itself.
+        raise error(
+            f"Connection {conn_id!r}: the host holds a user name or password before '@'; put the key in the "
+            f"connection's password field and only the base URL ({default}) in the host"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise error(f"Connection {conn_id!r}: host {url!r} is not an http(s) URL or host name")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        # The hooks add every endpoint's whole path; a pasted endpoint would be doubled (/api/api/...).
+        raise error(
+            f"Connection {conn_id!r}: host {url!r} has a path; give only the API's base URL, such as "
+            f"{default}, without {parts.path.rstrip('/') or '?' + parts.query}"
+        )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise error(
             f"Connection {conn_id!r}: plain http is only allowed for loopback hosts (the local sandbox); "
@@ -414,8 +426,9 @@ def _error_text(error: Mapping[str, Any]) -> str:
 
 
 def _filter_values(values: Sequence[str]) -> str:
-    # Klaviyo's filter strings take double-quoted values; JSON string escaping matches its rules.
-    return ",".join(json.dumps(value) for value in values)
+    # Klaviyo's filter strings take double-quoted values, with a backslash before a quote or a backslash; other
+    # characters are sent as they are (URI-encoded by requests), never as \uXXXX escapes, which it does not document.
+    return ",".join(json.dumps(value, ensure_ascii=False) for value in values)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

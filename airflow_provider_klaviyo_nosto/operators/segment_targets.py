@@ -174,12 +174,19 @@ def plan_targets(
     :param reconcile_lists: compare every list with what Klaviyo holds (a full resync).
     """
     try:
-        lists = select_segments(config.segment_lists, chosen, "segment_lists")
-        segments = select_segments(config.klaviyo_segments, chosen, "klaviyo_segments")
+        # A segment named in these options keeps being found under its last applied name after a rename.
+        synced_names = {
+            name: segment_id
+            for segment_id, state in applied.segments.items()
+            for name in (*state.former_names, state.name)
+        }
+        lists = select_segments(config.segment_lists, chosen, "segment_lists", synced_names)
+        segments = select_segments(config.klaviyo_segments, chosen, "klaviyo_segments", synced_names)
         if segments:
             contains_definition(config.property_name, "")
     except ValueError as err:
         raise KlaviyoConfigError(f"In the sync configuration: {err}.") from None
+    _refuse_colliding_list_names(config, lists)
 
     remembered = files.load()
     changes = [change for key_changes in plan.changes_by_key.values() for change in key_changes]
@@ -228,6 +235,32 @@ def plan_targets(
                 segment.name,
             )
     return targets
+
+
+def _refuse_colliding_list_names(config: SyncConfig, lists: Sequence[Segment]) -> None:
+    """Stop when a segment list would be named like the address book or like another segment's list.
+
+    A list found by name is made to hold exactly its segment's members, so a shared name would empty the
+    address book of everyone outside the segment, or make two segments fight over one list.
+    """
+    by_name: dict[str, list[str]] = {}
+    for segment in lists:
+        by_name.setdefault(target_name(config.segment_list_prefix, segment.name), []).append(segment.id)
+    if config.list_name in by_name:
+        raise KlaviyoConfigError(
+            f"The segment list of segment {', '.join(by_name[config.list_name])} would be named "
+            f"{config.list_name!r}, the name of the address book list ('list_name'); it would remove everyone "
+            "outside the segment from the address book. Choose another 'segment_list_prefix' (or list_name)."
+        )
+    shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
+    if shared:
+        described = "; ".join(
+            f"{name!r} for segments {', '.join(ids)}" for name, ids in sorted(shared.items())
+        )
+        raise KlaviyoConfigError(
+            f"Several segment lists would have one name ({described}): Nosto has segments with the same name. "
+            "Rename them in Nosto, or keep only one of them in 'segment_lists'."
+        )
 
 
 def apply_targets(

@@ -20,6 +20,7 @@ from airflow_provider_klaviyo_nosto.state_store import (
     StateStore,
     default_state_uri,
     refuse_local_state_on_distributed_executor,
+    refuse_relative_local_state,
 )
 from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email
 from airflow_provider_klaviyo_nosto.sync.export import (
@@ -188,7 +189,8 @@ class NostoSegmentSyncOperator(BaseOperator):
             TargetFiles(config.state_uri),
             config,
             chosen,
-            applied,
+            # What the plan was made against: after a full resync, what Klaviyo holds, not the applied state.
+            base,
             plan,
             dry_run=dry_run,
             reconcile_lists=full_resync,
@@ -265,6 +267,7 @@ class NostoSegmentSyncOperator(BaseOperator):
                 f"No Nosto segment is chosen for syncing: add their ids to 'segments' in the Airflow Variable "
                 f"{self.config_variable!r}."
             )
+        refuse_relative_local_state(config.state_uri)
         refuse_local_state_on_distributed_executor(
             config.state_uri, conf.get("core", "executor", fallback="")
         )
@@ -287,7 +290,10 @@ class NostoSegmentSyncOperator(BaseOperator):
                 "Nosto's segment catalogue is empty, but this sync has synced segments before; stopping rather "
                 "than treating every segment as deleted. Check the nosto connection's account and token."
             )
-        applied_names = {state.name: segment_id for segment_id, state in applied.segments.items()}
+        # Every name a segment was synced under (the current one wins), so a configured name keeps matching.
+        applied_names = {
+            name: segment_id for segment_id, state in applied.segments.items() for name in state.former_names
+        } | {state.name: segment_id for segment_id, state in applied.segments.items()}
         by_id = {segment.id: segment for segment in catalogue}
         by_name: dict[str, list[Segment]] = {}
         for segment in catalogue:
@@ -717,7 +723,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         # A segment deleted in Nosto stays remembered, so that its id, still in the configuration until an
         # admin removes it, keeps being recognised as deleted rather than as a typo.
         for segment_id, state in getattr(self, "deleted_segments", {}).items():
-            planned.segments.setdefault(segment_id, SegmentState(name=state.name, generation=plan.generation))
+            planned.segments.setdefault(segment_id, dataclasses.replace(state, generation=plan.generation))
         store.save(planned, folded_journals)
         store.delete_stale_diffs(below_generation=plan.generation)
 

@@ -51,6 +51,9 @@ class ExportSnapshot:
     :param truncated: the file ended mid-line or mid-gzip-stream, so contacts may be missing.
     :param lines_with_segments_key: lines that carry the configured segments key at all; none at all
         means the key is misconfigured, not that nobody is in a segment.
+    :param unreadable: normalised emails of malformed lines whose email is usable but whose segment
+        names are not (``null``, a string, a number in the list): the contact is still in Nosto, so
+        what was last applied for it is kept rather than removed.
     """
 
     contacts: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -61,6 +64,7 @@ class ExportSnapshot:
     invalid_samples: list[str] = field(default_factory=list)
     truncated: bool = False
     lines_with_segments_key: int = 0
+    unreadable: set[str] = field(default_factory=set)
 
     @property
     def invalid_count(self) -> int:
@@ -131,6 +135,8 @@ def read_export(stream: IO[bytes], segments_key: str = "nosto_segments") -> Expo
             snapshot.malformed_lines += 1
             if not complete:
                 snapshot.truncated = True
+            else:
+                _remember_unreadable(snapshot, line)
             continue
         snapshot.lines_with_segments_key += has_key
 
@@ -238,6 +244,16 @@ def _parse_line(line: bytes, segments_key: str) -> tuple[object, frozenset[str],
     if not isinstance(raw_email, str):
         return None
     return raw_email, frozenset(names), segments_key in entry
+
+
+def _remember_unreadable(snapshot: ExportSnapshot, line: bytes) -> None:
+    try:
+        entry = json.loads(line)
+        email = normalise_email(entry["email"]) if isinstance(entry, dict) and "email" in entry else None
+    except (ValueError, InvalidEmail):
+        return
+    if email is not None:
+        snapshot.unreadable.add(email)
 
 
 def _count_invalid(snapshot: ExportSnapshot, line_number: int, raw_email: object, reason: str) -> None:

@@ -182,8 +182,10 @@ def plan_sync(
         if outcome.owner is not None:
             changes_by_key[outcome.owner].append(ContactChange(email, old, outcome.new))
 
+    unreadable = snapshot.unreadable
     for email, old in applied_contacts.items():
-        if email in export_contacts:
+        # A contact on a line with unreadable segment names is still in Nosto: it keeps what was applied.
+        if email in export_contacts or email in unreadable:
             continue
         gone_key: tuple[int | None, int] = (None, id(old))
         outcome = outcomes.get(gone_key)
@@ -417,5 +419,10 @@ def _segment_states(
         # Remember the name the export used, so that a run before the export catches up with a
         # rename still finds the members; unrefreshed segments keep what they had.
         remembered = diffs[segment_id].export_name or (previous.name if previous is not None else name)
-        states[segment_id] = SegmentState(name=remembered, generation=generation)
+        former: tuple[str, ...] = ()
+        if previous is not None:
+            former = tuple(
+                dict.fromkeys(item for item in (*previous.former_names, previous.name) if item != remembered)
+            )
+        states[segment_id] = SegmentState(name=remembered, generation=generation, former_names=former)
     return states

@@ -65,10 +65,13 @@ class SegmentState:
         falls back to it while the export still lags behind a rename in the catalogue.
     :param generation: the last generation planned for this segment's key; a push holding an older
         diff for it is stale.
+    :param former_names: names it was synced under before ``name``, so that a configuration naming it
+        (rather than giving its id) keeps finding it after any number of renames in Nosto.
     """
 
     name: str
     generation: int
+    former_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -109,6 +112,7 @@ def dump_meta(state: AppliedState) -> bytes:
         "generation": state.generation,
         "segments": {
             segment_id: {"name": segment.name, "generation": segment.generation}
+            | ({"former_names": list(segment.former_names)} if segment.former_names else {})
             for segment_id, segment in sorted(state.segments.items())
         },
     }
@@ -141,7 +145,14 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
             raise StateFileError(
                 part, None, f"segment {segment_id!r} needs a string name and an integer generation"
             )
-        segments[segment_id] = SegmentState(name=raw["name"], generation=raw["generation"])
+        former = raw.get("former_names", [])
+        if not (isinstance(former, list) and all(isinstance(item, str) for item in former)):
+            raise StateFileError(
+                part, None, f"segment {segment_id!r}: 'former_names' is not a list of strings"
+            )
+        segments[segment_id] = SegmentState(
+            name=raw["name"], generation=raw["generation"], former_names=tuple(former)
+        )
 
     for key in ("list_id", "list_name", "property_name"):
         if not isinstance(document.get(key), str | None):

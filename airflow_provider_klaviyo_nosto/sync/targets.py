@@ -84,19 +84,35 @@ class ListDiff:
         return not (self.add or self.remove or self.reconcile)
 
 
-def select_segments(option: bool | Sequence[str], chosen: Sequence[Segment], key: str) -> list[Segment]:
+def select_segments(
+    option: bool | Sequence[str],
+    chosen: Sequence[Segment],
+    key: str,
+    previous_names: Mapping[str, str] | None = None,
+) -> list[Segment]:
     """Return the chosen segments an option applies to: ``True`` = all, a list = those ids or names.
 
     :param option: the configured value.
     :param chosen: the chosen segments, with their current names.
     :param key: the option's name, for the error.
+    :param previous_names: name last applied -> segment id, so that a segment named in the option keeps
+        being found after it is renamed in Nosto (current ids and names win).
     :raises ValueError: when the list names a segment that is not chosen.
     """
     if option is True:
         return list(chosen)
     if not option:
         return []
-    by_key = {segment.id: segment for segment in chosen} | {segment.name: segment for segment in chosen}
+    by_id = {segment.id: segment for segment in chosen}
+    by_key = (
+        {
+            name: by_id[segment_id]
+            for name, segment_id in (previous_names or {}).items()
+            if segment_id in by_id
+        }
+        | by_id
+        | {segment.name: segment for segment in chosen}
+    )
     unknown = [item for item in option if item not in by_key]
     if unknown:
         raise ValueError(

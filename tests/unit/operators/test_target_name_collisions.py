@@ -1,0 +1,38 @@
+"""Per-segment list names that collide with the address book's or with each other stop the run before writing."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from airflow_provider_klaviyo_nosto.sync.model import Segment
+from tests.unit.operators.world import KLAVIYO_WRITES, LIST_ID, NEW, VIP, SyncWorld
+
+ANA = "ana@example.com"
+BOB = "bob@example.com"
+
+
+def test_a_segment_list_named_like_the_address_book_stops_before_writing(world: SyncWorld) -> None:
+    # An empty prefix makes segment "vip"'s list name equal the address book's: matching that list to the
+    # segment would remove every other contact from the address book.
+    world.configure(list_name="vip", segment_lists=[VIP.id], segment_list_prefix="")
+    world.export({ANA: ["vip"], BOB: []})
+    world.klaviyo.find_lists_by_name.return_value = [LIST_ID]
+
+    with pytest.raises(KlaviyoConfigError, match="'vip'.*address book|address book.*'vip'"):
+        world.sync()
+
+    for write in KLAVIYO_WRITES:
+        getattr(world.klaviyo, write).assert_not_called()
+
+
+def test_two_segment_lists_with_one_name_stop_before_writing(world: SyncWorld) -> None:
+    world.nosto.get_segments.return_value = [VIP, Segment(NEW.id, VIP.name)]
+    world.configure(segment_lists=True)
+    world.export({ANA: ["vip"], BOB: []})
+
+    with pytest.raises(KlaviyoConfigError, match=f"{VIP.id}.*{NEW.id}"):
+        world.sync()
+
+    for write in KLAVIYO_WRITES:
+        getattr(world.klaviyo, write).assert_not_called()
