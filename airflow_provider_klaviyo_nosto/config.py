@@ -68,7 +68,7 @@ class SyncConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         merged: dict[str, Any] = {}
         for layer in layers:
-            if not layer:
+            if layer is None:
                 continue
             if not isinstance(layer, Mapping):
                 raise KlaviyoConfigError(f"The {source} must be a JSON object, got {type(layer).__name__}.")
@@ -95,6 +95,9 @@ class SyncConfig:
         for key in ("list_name", "property_name", "segments_key"):
             if key in values and (not isinstance(values[key], str) or not values[key].strip()):
                 raise fail(key, "a non-empty string")
+            if key in values and values[key] != values[key].strip():
+                # Klaviyo would keep the spaces: a list or property nobody can find by its visible name.
+                raise fail(key, "a name without spaces at either end")
         for key in ("state_uri", "export_uri"):
             if key in values and not isinstance(values[key], str):
                 raise fail(key, "a string")

@@ -49,6 +49,10 @@ def test_variable_overlays_the_dag_defaults() -> None:
         ({"empty_value": None}, ["empty_value", "empty_list", "unset"]),
         ({"klaviyo_pool_slots": 0}, ["klaviyo_pool_slots", "at least 1"]),
         (["101"], ["JSON object"]),
+        ([], ["JSON object"]),
+        (False, ["JSON object"]),
+        ({"property_name": " nosto_segment"}, ["property_name", "without spaces"]),
+        ({"list_name": "Nosto Customers "}, ["list_name", "without spaces"]),
     ],
     ids=[
         "unknown-key",
@@ -63,6 +67,10 @@ def test_variable_overlays_the_dag_defaults() -> None:
         "empty-value-unknown",
         "pool-slots-zero",
         "not-an-object",
+        "empty-list-not-an-object",
+        "false-not-an-object",
+        "property-name-padded",
+        "list-name-padded",
     ],
 )
 def test_bad_variable_names_the_key_and_the_fix(variable: Any, must_mention: list[str]) -> None:
