@@ -949,7 +949,10 @@ class KlaviyoHook(HttpHook):
 
         :param list_id: the Klaviyo list id.
         """
-        path = f"/api/lists/{_segment(list_id)}/flow-triggers"
+        return self._flow_triggers(f"/api/lists/{_segment(list_id)}/flow-triggers")
+
+    def _flow_triggers(self, path: str) -> list[dict[str, Any]]:
+        """The flows at a list's or segment's ``flow-triggers`` path, as ``id``, ``name``, ``status``."""
         flows = []
         for item in self.paginate(path, {"fields[flow]": "name,status,trigger_type"}):
             attributes = item.get("attributes") or {}
@@ -1027,14 +1030,7 @@ class KlaviyoHook(HttpHook):
 
         :param segment_id: the Klaviyo segment id.
         """
-        path = f"/api/segments/{_segment(segment_id)}/flow-triggers"
-        flows = []
-        for item in self.paginate(path, {"fields[flow]": "name,status,trigger_type"}):
-            attributes = item.get("attributes") or {}
-            flows.append(
-                {"id": item.get("id"), "name": attributes.get("name"), "status": attributes.get("status")}
-            )
-        return flows
+        return self._flow_triggers(f"/api/segments/{_segment(segment_id)}/flow-triggers")
 
     # -- profiles -----------------------------------------------------------------------------
 
