@@ -851,8 +851,12 @@ class KlaviyoHook(HttpHook):
 
         :param list_id: the Klaviyo list id.
         """
+        return self._get_resource(f"/api/lists/{_segment(list_id)}")
+
+    def _get_resource(self, path: str) -> dict[str, Any] | None:
+        """GET one list or segment: its ``data``, or ``None`` on a 404."""
         try:
-            document = self.request("GET", f"/api/lists/{_segment(list_id)}") or {}
+            document = self.request("GET", path) or {}
         except KlaviyoClientError as exc:
             if exc.status == 404:
                 return None
@@ -987,13 +991,7 @@ class KlaviyoHook(HttpHook):
 
         :param segment_id: the Klaviyo segment id.
         """
-        try:
-            document = self.request("GET", f"/api/segments/{_segment(segment_id)}") or {}
-        except KlaviyoClientError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return document.get("data")
+        return self._get_resource(f"/api/segments/{_segment(segment_id)}")
 
     def create_segment(self, name: str, definition: Mapping[str, Any]) -> str:
         """Create a segment and return its id. Not retried on outcome-unknown faults: Klaviyo would make a
