@@ -15,6 +15,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sandbox.generator import CUSTOM_SEGMENT_NAMES
+
 SEGMENTS = 20
 #: The share of contacts whose applied record differs from the export's.
 CHANGED_SHARE = 0.05
@@ -23,18 +25,7 @@ _LIFECYCLE = ["Prospects", "First-Time Customers", "Repeat Customers", "Loyal Cu
 _CUSTOM = [
     "Returning Visitors",
     "All Customers",
-    "Category affinity: Kombai",
-    "Brand fans: Nike",
-    "Brand fans: Adidas",
-    "Category affinity: Running",
-    "Discount seekers",
-    "High AOV – VIP",
-    "Cart abandoners (30 d)",
-    "Brand fans: Marimekko",
-    "Category affinity: Outdoor & Hiking",
-    "Newsletter readers who never bought",
-    "Lapsed customers",
-    "Category affinity: Kids' shoes",
+    *CUSTOM_SEGMENT_NAMES,
     "Sale hunters: Winter",
     "Gift buyers",
 ]

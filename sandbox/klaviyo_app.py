@@ -62,6 +62,7 @@ CUSTOM_PROPERTY = re.compile(r"properties\['[^'\]]+'\]")
 PROFILE_COUNT_LIMIT = RateLimitSpec(burst=1, steady=15)
 
 T = TypeVar("T")
+_Record = TypeVar("_Record", KlaviyoList, KlaviyoSegment)
 
 
 class ApiError(Exception):
@@ -482,17 +483,7 @@ class KlaviyoSandbox:
             attributes = {key: value for key, value in attributes.items() if key in wanted}
         if with_count:
             attributes["profile_count"] = len(record.members)
-        base = call.url(f"/api/lists/{record.id}")
-        return {
-            "type": "list",
-            "id": record.id,
-            "attributes": attributes,
-            "relationships": {
-                name: {"links": {"self": f"{base}/relationships/{name}", "related": f"{base}/{name}"}}
-                for name in ("profiles", "tags", "flow-triggers")
-            },
-            "links": {"self": base},
-        }
+        return _group_resource(call, "list", record.id, attributes)
 
     def _profile_resource(self, call: Call, profile: Profile) -> dict[str, Any]:
         location_keys = ("address1", "address2", "city", "country", "latitude", "longitude", "region", "zip")
@@ -598,6 +589,23 @@ class KlaviyoSandbox:
         text = call.query.get("filter")
         return None if text is None else parse_filter(text, call.operation.filters)
 
+    def _filtered_page(
+        self, call: Call, records: list[_Record], field: Callable[[_Record, str], Any]
+    ) -> tuple[list[_Record], dict[str, Any]]:
+        """One page of lists or segments after the call's filter and sort (default ``id``, ties by creation)."""
+        node = self._filter(call)
+        kept = [record for record in records if node is None or matches(node, partial(field, record))]
+        sort = call.query.get("sort", "id")
+        sort_field = sort.lstrip("-")
+        kept.sort(key=lambda r: _sort_key(field(r, sort_field), r.seq))
+        return paginate(
+            call,
+            kept,
+            lambda r: _sort_key(field(r, sort_field), r.seq),
+            descending=sort.startswith("-"),
+            default_size=10,
+        )
+
     # -- accounts and lists ---------------------------------------------------------------------------
 
     def get_accounts(self, call: Call) -> Response:
@@ -632,22 +640,7 @@ class KlaviyoSandbox:
         return api_json(200, {"data": [account], "links": {"self": str(call.request.url)}})
 
     def get_lists(self, call: Call) -> Response:
-        node = self._filter(call)
-        records = [
-            record
-            for record in self.account.lists.values()
-            if node is None or matches(node, partial(_list_field, record))
-        ]
-        sort = call.query.get("sort", "id")
-        sort_field = sort.lstrip("-")
-        records.sort(key=lambda r: _sort_key(_list_field(r, sort_field), r.seq))
-        page, links = paginate(
-            call,
-            records,
-            lambda r: _sort_key(_list_field(r, sort_field), r.seq),
-            descending=sort.startswith("-"),
-            default_size=10,
-        )
+        page, links = self._filtered_page(call, list(self.account.lists.values()), _list_field)
         document: dict[str, Any] = {"data": [self._list_resource(call, r) for r in page], "links": links}
         if "flow-triggers" in call.query.get("include", []):
             document["included"] = [
@@ -678,24 +671,12 @@ class KlaviyoSandbox:
         record = self._get_list(call.path["id"])
         data = call.body["data"]
         if data["id"] != record.id:
-            raise ApiError(
-                409,
-                "conflict",
-                "Conflict.",
-                "The id in the body does not match the id in the URL.",
-                pointer="/data/id",
-            )
+            raise _id_conflict()
         attributes = data["attributes"]
         # null leaves a field as it is; a name is not checked for uniqueness, as in Klaviyo.
         if attributes.get("name") is not None:
             if not isinstance(attributes["name"], str) or not attributes["name"].strip():
-                raise ApiError(
-                    400,
-                    "invalid",
-                    "Invalid input.",
-                    "A list name cannot be empty.",
-                    pointer="/data/attributes/name",
-                )
+                raise _empty_name("list")
             record.name = attributes["name"]
         if attributes.get("opt_in_process") is not None:
             record.opt_in_process = attributes["opt_in_process"]
@@ -775,7 +756,7 @@ class KlaviyoSandbox:
             record.members.pop(profile_id, None)
         return Response(status_code=204)
 
-    def _flows_for(self, record: KlaviyoList) -> list[Flow]:
+    def _flows_for(self, record: KlaviyoList | KlaviyoSegment) -> list[Flow]:
         return self.config.flows.get(record.id) or self.config.flows.get(record.name) or []
 
     def get_flows_triggered_by_list(self, call: Call) -> Response:
@@ -891,13 +872,7 @@ class KlaviyoSandbox:
     def update_profile(self, call: Call) -> Response:
         data = call.body["data"]
         if data.get("id") != call.path["id"]:
-            raise ApiError(
-                409,
-                "conflict",
-                "Conflict.",
-                "The id in the body does not match the id in the URL.",
-                pointer="/data/id",
-            )
+            raise _id_conflict()
         profile = self.account.profiles.get(call.path["id"])
         if profile is None:
             raise not_found("profile", call.path["id"])
@@ -1100,17 +1075,7 @@ class KlaviyoSandbox:
             is_processing=time.monotonic() < record.processing_until,
             is_starred=record.is_starred,
         )
-        base = call.url(f"/api/segments/{record.id}")
-        return {
-            "type": "segment",
-            "id": record.id,
-            "attributes": attributes,
-            "relationships": {
-                name: {"links": {"self": f"{base}/relationships/{name}", "related": f"{base}/{name}"}}
-                for name in ("profiles", "tags", "flow-triggers")
-            },
-            "links": {"self": base},
-        }
+        return _group_resource(call, "segment", record.id, attributes)
 
     def _get_segment(self, segment_id: str) -> KlaviyoSegment:
         record = self.account.segments.get(segment_id)
@@ -1167,34 +1132,13 @@ class KlaviyoSandbox:
             )
 
     def get_segments(self, call: Call) -> Response:
-        node = self._filter(call)
-        records = [
-            record
-            for record in self.account.segments.values()
-            if node is None or matches(node, partial(_segment_field, record))
-        ]
-        sort = call.query.get("sort", "id")
-        sort_field = sort.lstrip("-")
-        records.sort(key=lambda r: _sort_key(_segment_field(r, sort_field), r.seq))
-        page, links = paginate(
-            call,
-            records,
-            lambda r: _sort_key(_segment_field(r, sort_field), r.seq),
-            descending=sort.startswith("-"),
-            default_size=10,
-        )
+        page, links = self._filtered_page(call, list(self.account.segments.values()), _segment_field)
         return api_json(200, {"data": [self._segment_resource(call, r) for r in page], "links": links})
 
     def create_segment(self, call: Call) -> Response:
         attributes = call.body["data"]["attributes"]
         if not attributes["name"].strip():
-            raise ApiError(
-                400,
-                "invalid",
-                "Invalid input.",
-                "A segment name cannot be empty.",
-                pointer="/data/attributes/name",
-            )
+            raise _empty_name("segment")
         self._check_definition(attributes["definition"], "/data/attributes/definition")
         # No lookup by name: nothing says Klaviyo keeps segment names unique, so a repeat makes a second one.
         record = self.account.create_segment(
@@ -1223,13 +1167,7 @@ class KlaviyoSandbox:
         record = self._get_segment(call.path["id"])
         data = call.body["data"]
         if data["id"] != record.id:
-            raise ApiError(
-                409,
-                "conflict",
-                "Conflict.",
-                "The id in the body does not match the id in the URL.",
-                pointer="/data/id",
-            )
+            raise _id_conflict()
         attributes = {key: value for key, value in data["attributes"].items() if value is not None}
         if "is_active" in attributes and len(attributes) > 1:
             raise ApiError(
@@ -1241,13 +1179,7 @@ class KlaviyoSandbox:
             )
         if "name" in attributes:
             if not attributes["name"].strip():
-                raise ApiError(
-                    400,
-                    "invalid",
-                    "Invalid input.",
-                    "A segment name cannot be empty.",
-                    pointer="/data/attributes/name",
-                )
+                raise _empty_name("segment")
             record.name = attributes["name"]
         if "definition" in attributes:
             self._check_definition(attributes["definition"], "/data/attributes/definition")
@@ -1264,7 +1196,7 @@ class KlaviyoSandbox:
 
     def get_flows_triggered_by_segment(self, call: Call) -> Response:
         record = self._get_segment(call.path["id"])
-        flows = self.config.flows.get(record.id) or self.config.flows.get(record.name) or []
+        flows = self._flows_for(record)
         data = [self._flow_resource(call, flow) for flow in flows]
         return api_json(200, {"data": data, "links": {"self": str(call.request.url)}})
 
@@ -1483,6 +1415,41 @@ def _sort_key(value: Any, seq: int) -> list[Any]:
     if hasattr(value, "isoformat"):
         return [value.isoformat(), seq]
     return [value, seq]
+
+
+def _group_resource(call: Call, kind: str, ident: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    """A list or segment as a JSON:API resource; both relate to profiles, tags and flow triggers."""
+    base = call.url(f"/api/{kind}s/{ident}")
+    return {
+        "type": kind,
+        "id": ident,
+        "attributes": attributes,
+        "relationships": {
+            name: {"links": {"self": f"{base}/relationships/{name}", "related": f"{base}/{name}"}}
+            for name in ("profiles", "tags", "flow-triggers")
+        },
+        "links": {"self": base},
+    }
+
+
+def _id_conflict() -> ApiError:
+    return ApiError(
+        409,
+        "conflict",
+        "Conflict.",
+        "The id in the body does not match the id in the URL.",
+        pointer="/data/id",
+    )
+
+
+def _empty_name(kind: str) -> ApiError:
+    return ApiError(
+        400,
+        "invalid",
+        "Invalid input.",
+        f"A {kind} name cannot be empty.",
+        pointer="/data/attributes/name",
+    )
 
 
 def _list_field(record: KlaviyoList, name: str) -> Any:

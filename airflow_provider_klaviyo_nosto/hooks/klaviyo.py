@@ -864,8 +864,12 @@ class KlaviyoHook(HttpHook):
 
         :param list_id: the Klaviyo list id.
         """
+        return self._get_resource(f"/api/lists/{_segment(list_id)}")
+
+    def _get_resource(self, path: str) -> dict[str, Any] | None:
+        """GET one list or segment: its ``data``, or ``None`` on a 404."""
         try:
-            document = self.request("GET", f"/api/lists/{_segment(list_id)}") or {}
+            document = self.request("GET", path) or {}
         except KlaviyoClientError as exc:
             if exc.status == 404:
                 return None
@@ -962,7 +966,10 @@ class KlaviyoHook(HttpHook):
 
         :param list_id: the Klaviyo list id.
         """
-        path = f"/api/lists/{_segment(list_id)}/flow-triggers"
+        return self._flow_triggers(f"/api/lists/{_segment(list_id)}/flow-triggers")
+
+    def _flow_triggers(self, path: str) -> list[dict[str, Any]]:
+        """The flows at a list's or segment's ``flow-triggers`` path, as ``id``, ``name``, ``status``."""
         flows = []
         for item in self.paginate(path, {"fields[flow]": "name,status,trigger_type"}):
             attributes = item.get("attributes") or {}
@@ -997,13 +1004,7 @@ class KlaviyoHook(HttpHook):
 
         :param segment_id: the Klaviyo segment id.
         """
-        try:
-            document = self.request("GET", f"/api/segments/{_segment(segment_id)}") or {}
-        except KlaviyoClientError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return document.get("data")
+        return self._get_resource(f"/api/segments/{_segment(segment_id)}")
 
     def create_segment(self, name: str, definition: Mapping[str, Any]) -> str:
         """Create a segment and return its id. Not retried on outcome-unknown faults: Klaviyo would make a
@@ -1040,14 +1041,7 @@ class KlaviyoHook(HttpHook):
 
         :param segment_id: the Klaviyo segment id.
         """
-        path = f"/api/segments/{_segment(segment_id)}/flow-triggers"
-        flows = []
-        for item in self.paginate(path, {"fields[flow]": "name,status,trigger_type"}):
-            attributes = item.get("attributes") or {}
-            flows.append(
-                {"id": item.get("id"), "name": attributes.get("name"), "status": attributes.get("status")}
-            )
-        return flows
+        return self._flow_triggers(f"/api/segments/{_segment(segment_id)}/flow-triggers")
 
     # -- profiles -----------------------------------------------------------------------------
 

@@ -439,6 +439,19 @@ def _ensure_segment(
     )
 
 
+def firing_flow_names(flows: Sequence[Mapping[str, Any]], config: SyncConfig) -> str:
+    """Name the flows that would send: a draft flow sends nothing, and ``allowed_flows`` are let through.
+
+    Returns ``"'Name' (id X), ..."``, or ``""`` when none would fire.
+    """
+    firing = [
+        flow
+        for flow in flows
+        if flow.get("status") != "draft" and str(flow.get("id")) not in config.allowed_flows
+    ]
+    return ", ".join(f"{flow.get('name')!r} (id {flow.get('id')})" for flow in firing)
+
+
 def check_segment_flows(klaviyo: KlaviyoHook, config: SyncConfig, segment_id: str) -> None:
     """Stop before writing when profiles entering a Klaviyo segment would trigger a flow (emails)."""
     if not config.check_flows:
@@ -451,13 +464,8 @@ def check_segment_flows(klaviyo: KlaviyoHook, config: SyncConfig, segment_id: st
             "and 'segments:read'). Add them to the private key, or set check_flows=false in the sync "
             "configuration to switch the check off explicitly."
         ) from err
-    firing = [
-        flow
-        for flow in flows
-        if flow.get("status") != "draft" and str(flow.get("id")) not in config.allowed_flows
-    ]
-    if firing:
-        names = ", ".join(f"{flow.get('name')!r} (id {flow.get('id')})" for flow in firing)
+    names = firing_flow_names(flows, config)
+    if names:
         raise KlaviyoConfigError(
             f"Stopped before writing: profiles entering the Klaviyo segment {segment_id} would trigger the "
             f"Klaviyo flow(s) {names}, which may send emails. Turn the flow off in Klaviyo, or allow it by "

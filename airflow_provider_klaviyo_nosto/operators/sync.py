@@ -15,7 +15,12 @@ from airflow_provider_klaviyo_nosto.config import SyncConfig
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
-from airflow_provider_klaviyo_nosto.operators.segment_targets import TargetFiles, apply_targets, plan_targets
+from airflow_provider_klaviyo_nosto.operators.segment_targets import (
+    TargetFiles,
+    apply_targets,
+    firing_flow_names,
+    plan_targets,
+)
 from airflow_provider_klaviyo_nosto.state_store import (
     StateStore,
     default_state_uri,
@@ -655,13 +660,8 @@ class NostoSegmentSyncOperator(BaseOperator):
                 "switch the check off explicitly."
             ) from err
         # A draft flow sends nothing; live and manual flows act on every profile the list gains.
-        firing = [
-            flow
-            for flow in flows
-            if flow.get("status") != "draft" and str(flow.get("id")) not in config.allowed_flows
-        ]
-        if firing:
-            names = ", ".join(f"{flow.get('name')!r} (id {flow.get('id')})" for flow in firing)
+        names = firing_flow_names(flows, config)
+        if names:
             raise KlaviyoConfigError(
                 f"Stopped before writing: adding contacts to list {list_id} would trigger the Klaviyo flow(s) "
                 f"{names}, which may send emails. Turn the flow off in Klaviyo, or allow it by adding its id to "

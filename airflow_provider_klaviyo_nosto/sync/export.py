@@ -7,7 +7,7 @@ import io
 import json
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
@@ -189,8 +189,24 @@ def require_contacts(snapshot: ExportSnapshot, segments_key: str = "nosto_segmen
 
 def _lines(stream: IO[bytes], snapshot: ExportSnapshot) -> Iterator[tuple[int, bytes, bool]]:
     """Yield ``(line number, line, ends with a newline)`` for every non-blank line, reading large blocks."""
+
+    def cut(_line_number: int) -> None:
+        # A gzip stream cut off in transfer: what was read stays usable, and the flag lets the
+        # caller refuse a partial snapshot.
+        snapshot.truncated = True
+
+    return read_lines(stream, cut)
+
+
+def read_lines(stream: IO[bytes], on_cut: Callable[[int], None]) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield ``(line number, line, ends with a newline)`` for every non-blank line, reading large blocks.
+
+    When the gzip data breaks off, ``on_cut`` gets the number of the last line read whole (it may raise);
+    a last line without its newline is still yielded afterwards, flagged ``False``.
+    """
     line_number = 0
     rest = b""
+    cut = False
     # read1 hands over what one decompression step produced, so a stream cut off later still yields
     # every line before the cut.
     read = getattr(stream, "read1", stream.read)
@@ -203,9 +219,9 @@ def _lines(stream: IO[bytes], snapshot: ExportSnapshot) -> Iterator[tuple[int, b
                 if line.strip():
                     yield line_number, line, True
     except (EOFError, zlib.error, gzip.BadGzipFile):
-        # A gzip stream cut off in transfer: what was read stays usable, and the flag lets the
-        # caller refuse a partial snapshot.
-        snapshot.truncated = True
+        cut = True
+    if cut:
+        on_cut(line_number)
     if rest.strip():
         yield line_number + 1, rest, False
 

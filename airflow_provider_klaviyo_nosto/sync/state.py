@@ -18,12 +18,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from airflow_provider_klaviyo_nosto.sync.export import open_export_stream
+from airflow_provider_klaviyo_nosto.sync.export import open_export_stream, read_lines
 from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChange, ContactRecord
 
 META_FORMAT = 1
@@ -38,7 +37,6 @@ _JOURNAL_NAME = re.compile(r"(?P<generation>\d{8})-(?P<key>[^/]+)\.jsonl\.gz")
 # Gzip level 6 costs a third of level 9's time for nearly the same size on these repetitive lines.
 _GZIP_LEVEL = 6
 _WRITE_CHUNK_LINES = 10_000
-_READ_BLOCK = 1 << 20
 
 
 class StateFileError(ValueError):
@@ -354,22 +352,14 @@ def _write_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
 
 def _raw_lines(stream: IO[bytes], part: str) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line number, line without its newline)`` for every non-blank line, reading large blocks."""
-    line_number = 0
-    rest = b""
-    data = open_export_stream(stream)
-    read = getattr(data, "read1", data.read)
-    try:
-        while block := read(_READ_BLOCK):
-            lines = (rest + block).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                line_number += 1
-                if line.strip():
-                    yield line_number, line
-    except (EOFError, zlib.error, gzip.BadGzipFile):
-        raise StateFileError(part, line_number + 1, "gzip data is truncated or corrupt") from None
-    if rest.strip():
-        raise StateFileError(part, line_number + 1, "last line is cut off")
+
+    def cut(line_number: int) -> None:
+        raise StateFileError(part, line_number + 1, "gzip data is truncated or corrupt")
+
+    for line_number, line, complete in read_lines(open_export_stream(stream), cut):
+        if not complete:
+            raise StateFileError(part, line_number, "last line is cut off")
+        yield line_number, line
 
 
 def _parse(line: bytes, part: str, line_number: int) -> Any:

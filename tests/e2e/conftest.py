@@ -14,6 +14,15 @@ import requests
 from sandbox.harness import AirflowEnvironment, evolve_data, generate_data
 from sandbox.runner import running_sandbox
 
+#: The Klaviyo scopes the address-book sync needs; Klaviyo segments and segment lists add segments:read/write.
+SYNC_SCOPES = [
+    "accounts:read",
+    "lists:read",
+    "lists:write",
+    "profiles:read",
+    "profiles:write",
+    "flows:read",
+]
 #: Small enough that the whole end-to-end suite stays within minutes, large enough for several bulk jobs.
 CONTACTS = 3_000
 SEGMENTS = 12

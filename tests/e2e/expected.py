@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,23 @@ def canonical_email(raw: object) -> str | None:
     if not (tld.isascii() and tld.isalpha() and len(tld) >= 2):
         return None
     return f"{local}@{domain}"
+
+
+def export_emails(export: Path) -> set[str]:
+    """Every address of the export as written, and its canonical form, plain and URL-encoded."""
+    emails: set[str] = set()
+    with gzip.open(export, "rt", errors="replace") as lines:
+        for line in lines:
+            try:
+                raw = json.loads(line).get("email")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(raw, str) and "@" in raw:
+                emails.add(raw.strip())
+                emails.add(canonical_email(raw) or "")
+    emails.discard("")
+    encoded = {urllib.parse.quote(e) for e in emails} | {urllib.parse.quote_plus(e) for e in emails}
+    return emails | encoded
 
 
 @dataclass

@@ -38,6 +38,24 @@ def email(number: int) -> str:
     return f"contact{number:04d}@example.com"
 
 
+THREE_SEGMENT_CATALOGUE = {
+    "seg-a": "Loyal Customers",
+    "seg-b": "Brand fans: Nike",
+    "seg-c": "Discount seekers",
+}
+#: 60 contacts: 0-19 loyal and Nike fans, 20-39 Nike fans and discount seekers, 40-59 discount seekers.
+THREE_SEGMENT_EXPORT = {
+    email(n): (
+        ["Loyal Customers", "Brand fans: Nike"]
+        if n < 20
+        else ["Brand fans: Nike", "Discount seekers"]
+        if n < 40
+        else ["Discount seekers"]
+    )
+    for n in range(60)
+}
+
+
 @dataclass
 class SyncRunner:
     """
@@ -185,3 +203,14 @@ def new_runner(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     """A clean sandbox and a sync runner with its own state folder (configure it in the test)."""
     sandbox.reset()
     return SyncRunner(sandbox, f"file://{tmp_path / 'state'}", monkeypatch)
+
+
+def synced_three_segment_runner(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> SyncRunner:
+    """A runner that has synced ``THREE_SEGMENT_EXPORT`` once, one Klaviyo pool slot."""
+    runner = new_runner(sandbox, tmp_path, monkeypatch)
+    runner.configure(segments=list(THREE_SEGMENT_CATALOGUE), klaviyo_pool_slots=1)
+    runner.nosto(THREE_SEGMENT_CATALOGUE, THREE_SEGMENT_EXPORT)
+    runner.run()
+    return runner

@@ -11,30 +11,25 @@ import pytest
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
 from tests.e2e.conftest import Sandbox
-from tests.e2e.inprocess import LIST_NAME, PROPERTY, SyncRunner, email, new_runner
+from tests.e2e.inprocess import (
+    LIST_NAME,
+    PROPERTY,
+    THREE_SEGMENT_CATALOGUE,
+    THREE_SEGMENT_EXPORT,
+    SyncRunner,
+    email,
+    synced_three_segment_runner,
+)
 
 pytestmark = pytest.mark.e2e
 
-CATALOGUE = {"seg-a": "Loyal Customers", "seg-b": "Brand fans: Nike", "seg-c": "Discount seekers"}
-#: 60 contacts: 0-19 loyal and Nike fans, 20-39 Nike fans and discount seekers, 40-59 discount seekers.
-EXPORT = {
-    email(n): (
-        ["Loyal Customers", "Brand fans: Nike"]
-        if n < 20
-        else ["Brand fans: Nike", "Discount seekers"]
-        if n < 40
-        else ["Discount seekers"]
-    )
-    for n in range(60)
-}
+CATALOGUE = THREE_SEGMENT_CATALOGUE
+EXPORT = THREE_SEGMENT_EXPORT
 
 
 @pytest.fixture
 def runner(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyncRunner:
-    runner = new_runner(sandbox, tmp_path, monkeypatch)
-    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1)
-    runner.nosto(CATALOGUE, EXPORT)
-    runner.run()
+    runner = synced_three_segment_runner(sandbox, tmp_path, monkeypatch)
     assert runner.klaviyo().values()[email(25)] == ["Brand fans: Nike", "Discount seekers"]
     return runner
 

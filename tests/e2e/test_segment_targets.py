@@ -16,7 +16,7 @@ from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOper
 from airflow_provider_klaviyo_nosto.operators.segment_targets import KlaviyoSegmentListOperator
 from airflow_provider_klaviyo_nosto.operators.sync import NostoSegmentSyncOperator
 from sandbox.harness import DEMO_KLAVIYO_KEY, DEMO_NOSTO_APPS_TOKEN, DEMO_NOSTO_EXPORT_TOKEN
-from tests.e2e.conftest import Sandbox
+from tests.e2e.conftest import SYNC_SCOPES, Sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -25,16 +25,7 @@ KOMBAI = {"id": "5a497a000000000000000002", "name": "Category affinity: Kombai"}
 LOYAL = {"id": "5a497a000000000000000003", "name": "Loyal Customers"}
 CATALOGUE = [VIP, KOMBAI, LOYAL]
 #: Every scope the sync needs, for keys built without one of them.
-SCOPES = [
-    "accounts:read",
-    "lists:read",
-    "lists:write",
-    "profiles:read",
-    "profiles:write",
-    "flows:read",
-    "segments:read",
-    "segments:write",
-]
+SCOPES = [*SYNC_SCOPES, "segments:read", "segments:write"]
 
 
 @pytest.fixture

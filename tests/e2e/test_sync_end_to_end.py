@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import urllib.parse
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 
 from sandbox.harness import DEMO_KLAVIYO_KEY, AirflowEnvironment
 from tests.e2e.conftest import Sandbox
-from tests.e2e.expected import ExpectedKlaviyo, canonical_email, expected_from_export
+from tests.e2e.expected import ExpectedKlaviyo, canonical_email, expected_from_export, export_emails
 
 pytestmark = pytest.mark.e2e
 
@@ -178,24 +176,8 @@ def test_no_email_or_key_in_logs_or_xcom(
     run = airflow.run_dag(check=False)
     assert run.returncode == 0, run.output[-3000:]
 
-    emails = set()
-    with gzip.open(first / "export.jsonl.gz", "rt", errors="replace") as lines:
-        for line in lines:
-            try:
-                raw = json.loads(line).get("email")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(raw, str) and "@" in raw:
-                emails.add(raw.strip())
-                if canonical_email(raw):
-                    emails.add(canonical_email(raw) or "")
-    emails.discard("")
-    encoded = {urllib.parse.quote(email) for email in emails} | {
-        urllib.parse.quote_plus(email) for email in emails
-    }
-    email_pattern = re.compile(
-        "|".join(re.escape(e) for e in sorted(emails | encoded, key=len, reverse=True))
-    )
+    emails = export_emails(first / "export.jsonl.gz")
+    email_pattern = re.compile("|".join(re.escape(e) for e in sorted(emails, key=len, reverse=True)))
 
     texts = {"cli": run.output}
     for path in (airflow.home / "logs").rglob("*"):

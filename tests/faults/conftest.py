@@ -13,12 +13,10 @@ for every email of the export, plain and URL-encoded.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
 import re
 import sys
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,7 +33,7 @@ from airflow_provider_klaviyo_nosto.state_store import StateStore
 from sandbox.harness import DEMO_KLAVIYO_KEY, DEMO_NOSTO_APPS_TOKEN, DEMO_NOSTO_EXPORT_TOKEN, generate_data
 from sandbox.runner import running_sandbox
 from tests.e2e.conftest import Sandbox
-from tests.e2e.expected import ExpectedKlaviyo, canonical_email, expected_from_export
+from tests.e2e.expected import ExpectedKlaviyo, expected_from_export, export_emails
 from tests.e2e.test_sync_end_to_end import assert_klaviyo_matches, assert_protocol_clean
 
 try:
@@ -59,23 +57,6 @@ def fault_sandbox() -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def fault_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_data(tmp_path_factory.mktemp("fault-data"), contacts=CONTACTS, segments=SEGMENTS, seed=31)
-
-
-def export_emails(export: Path) -> set[str]:
-    """Every address of the export as written, and its canonical form, plain and URL-encoded."""
-    emails: set[str] = set()
-    with gzip.open(export, "rt", errors="replace") as lines:
-        for line in lines:
-            try:
-                raw = json.loads(line).get("email")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(raw, str) and "@" in raw:
-                emails.add(raw.strip())
-                emails.add(canonical_email(raw) or "")
-    emails.discard("")
-    encoded = {urllib.parse.quote(e) for e in emails} | {urllib.parse.quote_plus(e) for e in emails}
-    return emails | encoded
 
 
 @dataclass

@@ -16,19 +16,13 @@ import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError
+from tests.e2e.conftest import SYNC_SCOPES
 from tests.faults.conftest import FaultWorld, put_config
 
 BULK = "^/api/profile-bulk-import-jobs$"
 JOB = "^/api/profile-bulk-import-jobs/[^/]+$"
 
-ALL_SCOPES = [
-    "accounts:read",
-    "lists:read",
-    "lists:write",
-    "profiles:read",
-    "profiles:write",
-    "flows:read",
-]
+ALL_SCOPES = SYNC_SCOPES
 
 
 def _rule(kind: str, method: str, path: str, times: int = 1, **fields: Any) -> dict[str, Any]:
