@@ -38,7 +38,7 @@ from airflow_provider_klaviyo_nosto.sync.masking import mask_email
 from airflow_provider_klaviyo_nosto.sync.model import ADDRESS_BOOK_KEY, Segment
 from airflow_provider_klaviyo_nosto.sync.plan import SegmentDiff, SyncPlan, check_removal_threshold, plan_sync
 from airflow_provider_klaviyo_nosto.sync.report import ChangeCounts, change_report
-from airflow_provider_klaviyo_nosto.sync.resync import mark_not_written, observed_state
+from airflow_provider_klaviyo_nosto.sync.resync import any_not_written, mark_not_written, observed_state
 from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
 
 if TYPE_CHECKING:
@@ -174,6 +174,10 @@ class NostoSegmentSyncOperator(BaseOperator):
             base = self.read_klaviyo(klaviyo, store, config, applied, snapshot, chosen)
         if migration.old_property:
             base = dataclasses.replace(base, contacts=mark_not_written(base.contacts))
+        # The old property is emptied by every run that writes a contact the migration has not written yet.
+        clear_property = migration.old_property or (
+            applied.former_property if any_not_written(base.contacts) else None
+        )
         plan = plan_sync(snapshot, chosen, base, refresh=refresh)
         report = change_report(plan)
         self.report(plan, chosen, dry_run=dry_run, counts=report)
@@ -210,7 +214,7 @@ class NostoSegmentSyncOperator(BaseOperator):
                 list_id=applied.list_id,
                 dry_run=True,
                 report=report,
-                migration=migration,
+                clear_property=clear_property,
             )
 
         if plan.unchanged and not migration.needed and not targets.has_work(config):
@@ -238,9 +242,9 @@ class NostoSegmentSyncOperator(BaseOperator):
         )
 
         self.find_email_aliases(klaviyo, store, plan)
-        self.record_plan(store, base, plan, config, list_id, folded_journals)
+        self.record_plan(store, base, plan, config, list_id, folded_journals, clear_property)
         specs = self.push_specs(
-            plan, chosen, config, list_id=list_id, dry_run=False, report=report, migration=migration
+            plan, chosen, config, list_id=list_id, dry_run=False, report=report, clear_property=clear_property
         )
         self.log.info("Planned generation %d in %.1f s.", plan.generation, time.monotonic() - started)
         return specs
@@ -709,8 +713,13 @@ class NostoSegmentSyncOperator(BaseOperator):
         config: SyncConfig,
         list_id: str,
         folded_journals: Sequence[Any],
+        clear_property: str | None = None,
     ) -> None:
-        """Write the diffs, then the new generation, so that older diffs become stale before pushes start."""
+        """Write the diffs, then the new generation, so that older diffs become stale before pushes start.
+
+        ``clear_property`` is remembered while contacts the migration did not write remain, so that the
+        runs that write them also empty it.
+        """
         for key, changes in plan.changes_by_key.items():
             if changes:
                 store.write_diff(plan.generation, key, changes)
@@ -720,6 +729,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         planned.list_name = config.list_name
         planned.property_name = config.property_name
         planned.contacts = applied.contacts
+        planned.former_property = clear_property
         # A segment deleted in Nosto stays remembered, so that its id, still in the configuration until an
         # admin removes it, keeps being recognised as deleted rather than as a typo.
         for segment_id, state in getattr(self, "deleted_segments", {}).items():
@@ -736,10 +746,9 @@ class NostoSegmentSyncOperator(BaseOperator):
         list_id: str | None,
         dry_run: bool,
         report: Mapping[str, ChangeCounts] | None = None,
-        migration: Migration | None = None,
+        clear_property: str | None = None,
     ) -> list[PushSpec]:
         report = report or {}
-        clear_property = migration.old_property if migration else None
         specs = [
             self.push_spec(
                 segment.id,

@@ -86,7 +86,7 @@ class SyncPlan:
         Every key's generation moves to this plan's, so a push still holding an older diff is stale
         and cannot overwrite what this plan writes.
 
-        :param applied: the state the plan was made from; its list and property are kept.
+        :param applied: the state the plan was made from; its list and properties are kept.
         """
         return AppliedState(
             list_id=applied.list_id,
@@ -94,6 +94,7 @@ class SyncPlan:
             property_name=applied.property_name,
             generation=self.generation,
             segments=dict(self.segment_states),
+            former_property=applied.former_property,
         )
 
 

@@ -86,6 +86,15 @@ def observed_state(
     return observed, unusable
 
 
+def any_not_written(contacts: Mapping[str, ContactRecord]) -> bool:
+    """Whether some contact still carries the mark of :func:`mark_not_written`.
+
+    :param contacts: normalised email -> applied record (shared objects: each distinct one is checked once).
+    """
+    distinct = {id(record): record for record in contacts.values()}
+    return any(NOT_WRITTEN in record.value for record in distinct.values())
+
+
 def mark_not_written(contacts: Mapping[str, ContactRecord]) -> dict[str, ContactRecord]:
     """Return the contacts with every record marked as not written, so a plan writes each one again.
 

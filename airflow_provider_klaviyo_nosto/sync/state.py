@@ -82,6 +82,8 @@ class AppliedState:
     :param generation: the last planned generation; each plan takes the next one.
     :param segments: segment id -> its remembered name and generation.
     :param contacts: normalised email -> the record Klaviyo confirmed.
+    :param former_property: the property a migration moved away from, while some contacts still have
+        their value there (they were not written in the migrating run): the runs that write them empty it.
     """
 
     list_id: str | None
@@ -90,6 +92,7 @@ class AppliedState:
     generation: int
     segments: dict[str, SegmentState] = field(default_factory=dict)
     contacts: dict[str, ContactRecord] = field(default_factory=dict)
+    former_property: str | None = None
 
     @classmethod
     def empty(cls) -> AppliedState:
@@ -114,6 +117,8 @@ def dump_meta(state: AppliedState) -> bytes:
             for segment_id, segment in sorted(state.segments.items())
         },
     }
+    if state.former_property is not None:
+        document["former_property"] = state.former_property
     return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
@@ -152,7 +157,7 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
             name=raw["name"], generation=raw["generation"], former_names=tuple(former)
         )
 
-    for key in ("list_id", "list_name", "property_name"):
+    for key in ("list_id", "list_name", "property_name", "former_property"):
         if not isinstance(document.get(key), str | None):
             raise StateFileError(part, None, f"{key!r} is not a string")
     if not _is_int(document.get("generation")):
@@ -163,6 +168,7 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
         property_name=document.get("property_name"),
         generation=document["generation"],
         segments=segments,
+        former_property=document.get("former_property"),
     )
 
 

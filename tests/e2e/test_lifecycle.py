@@ -168,3 +168,43 @@ def test_changed_property_name_stops_then_migrate_moves_every_value(runner: Sync
     mark = runner.request_mark()
     runner.run()
     assert runner.write_calls_since(mark) == []
+
+
+def test_a_contact_the_migration_could_not_write_has_its_old_property_emptied_when_written(
+    runner: SyncRunner,
+) -> None:
+    before = runner.klaviyo().values()
+    refused = email(5)
+    runner.sandbox.add_fault({"kind": "job_fail_emails", "emails": [refused], "times": 1})
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
+
+    runner.run(migrate=True)
+
+    view = runner.klaviyo()
+    assert "nosto_segments" not in view.profiles[refused]["properties"]
+    assert view.values(PROPERTY)[refused] == before[refused], "its only value stays where it was"
+
+    runner.run()
+
+    view = runner.klaviyo()
+    assert view.values("nosto_segments") == before
+    assert view.values(PROPERTY) == dict.fromkeys(before, [])
+
+
+def test_a_migration_whose_push_never_ran_is_finished_by_the_next_run(runner: SyncRunner) -> None:
+    before = runner.klaviyo().values()
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
+    specs = runner.plan(migrate=True)
+    # Every contact's only change is the property, so the address book's push carries the whole migration;
+    # it is lost (its worker died and its retries were spent) and the next scheduled run plans anew.
+    assert [spec["key"] for spec in specs if spec["contacts_to_write"]] == ["address-book"]
+    runner.push([spec for spec in specs if spec["key"] != "address-book"])
+
+    runner.run()
+
+    view = runner.klaviyo()
+    assert view.values("nosto_segments") == before
+    assert view.values(PROPERTY) == dict.fromkeys(before, [])
+    mark = runner.request_mark()
+    runner.run()
+    assert runner.write_calls_since(mark) == [], "the migration is finished: nothing is left to write"
