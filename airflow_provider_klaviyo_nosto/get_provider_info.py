@@ -1,7 +1,9 @@
 """Provider metadata read by Airflow's ``ProvidersManager`` through the ``apache_airflow_provider`` entry point.
 
 Airflow 3.2+ builds the connection forms from ``ui-field-behaviour`` and ``conn-fields`` here without
-importing the hooks; Airflow 3.1 still calls the hooks' ``get_ui_field_behaviour()``, which says the same.
+importing the hooks; Airflow 3.1 still calls the hooks' ``get_ui_field_behaviour()``, which says the same of
+the standard fields, but has no extra fields for the Nosto export token and URL (they go in the Extra JSON
+there, as docs/connections.md says).
 """
 
 from __future__ import annotations

@@ -120,12 +120,14 @@ with DAG(
     pushes >> segment_lists
 
     # The list task above runs even when a push failed, and a run's state follows its last tasks: this one
-    # fails the run whenever a push (or the list task) failed, and is skipped otherwise.
+    # fails the run whenever a push (or the list task, or the plan before them) failed, and is skipped
+    # otherwise.
     @task(trigger_rule="one_failed", retries=0)
     def fail_if_a_push_failed() -> None:
         raise AirflowFailException(
-            "Part of this run's Klaviyo work failed: see the log of the failed task. A failed push_segment "
-            "task can be cleared on its own to retry its segment; the other segments are applied."
+            "A task of this run failed: see the log of the first failed task, which says what to fix. If "
+            "plan_sync failed, nothing was written. A failed push_segment task can be cleared on its own to "
+            "retry its segment; the segments whose pushes succeeded are applied."
         )
 
     [pushes, segment_lists] >> fail_if_a_push_failed()
