@@ -90,7 +90,7 @@ class StateStore:
         :return: the state, and the journal files folded in (to delete once the state is saved).
         """
         state = self.load_meta()
-        contacts_path = self.root / "contacts.jsonl.gz"
+        contacts_path = self.root / state_files.CONTACTS_FILE
         if contacts_path.exists():
             with contacts_path.open("rb") as stream:
                 state.contacts = state_files.read_contacts(stream)
@@ -100,7 +100,7 @@ class StateStore:
         return state, journals
 
     def load_meta(self) -> AppliedState:
-        meta_path = self.root / "meta.json"
+        meta_path = self.root / state_files.META_FILE
         if not meta_path.exists():
             return AppliedState.empty()
         return state_files.load_meta(meta_path.read_bytes())
@@ -113,8 +113,10 @@ class StateStore:
         folding a journal a second time onto a snapshot that already contains it changes nothing.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        self._write_atomically("contacts.jsonl.gz", lambda s: state_files.write_contacts(s, state.contacts))
-        self._write_atomically("meta.json", lambda s: s.write(state_files.dump_meta(state)))
+        self._write_atomically(
+            state_files.CONTACTS_FILE, lambda s: state_files.write_contacts(s, state.contacts)
+        )
+        self._write_atomically(state_files.META_FILE, lambda s: s.write(state_files.dump_meta(state)))
         for journal in folded_journals:
             journal.unlink(missing_ok=True)
 
@@ -122,16 +124,15 @@ class StateStore:
 
     def read_email_aliases(self) -> tuple[str | None, dict[str, str]]:
         """Return the last profile scan's watermark and ``{normalised email: Klaviyo's spelling}``."""
-        path = self.root / "email-aliases.json"
+        path = self.root / state_files.ALIASES_FILE
         if not path.exists():
             return None, {}
-        loaded = json.loads(path.read_text())
-        return loaded.get("scanned_at"), dict(loaded.get("aliases", {}))
+        return state_files.load_email_aliases(path.read_bytes())
 
     def write_email_aliases(self, scanned_at: str, aliases: dict[str, str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"scanned_at": scanned_at, "aliases": aliases}, sort_keys=True).encode()
-        self._write_atomically("email-aliases.json", lambda s: s.write(body))
+        body = state_files.dump_email_aliases(scanned_at, aliases)
+        self._write_atomically(state_files.ALIASES_FILE, lambda s: s.write(body))
 
     # -- diffs ---------------------------------------------------------------------------------------
 
@@ -180,8 +181,7 @@ class StateStore:
         path = self.progress_path(generation, key)
         if not path.exists():
             return {}
-        loaded: dict[str, Any] = json.loads(path.read_text())
-        return loaded
+        return state_files.load_progress(path.read_bytes(), part=f"progress/{path.name}")
 
     def write_progress(self, generation: int, key: str, progress: dict[str, Any]) -> None:
         path = self.progress_path(generation, key)

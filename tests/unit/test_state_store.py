@@ -7,7 +7,7 @@ import pytest
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
 from airflow_provider_klaviyo_nosto.state_store import StateStore, refuse_local_state_on_distributed_executor
 from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChange, ContactRecord
-from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState, StateFileError
 
 ANA = "ana@example.com"
 BOB = "bob@example.com"
@@ -61,6 +61,44 @@ def test_journals_fold_in_generation_order_and_go_once_saved(store: StateStore, 
 
     assert state.contacts == {ANA: IN_VIP_AND_NEW}
     assert _files(tmp_path) == ["state/contacts.jsonl.gz", "state/meta.json"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"scanned_at": "2026-01-01T00:00:00+00:00", "aliases": {',
+        b"[]",
+        b'{"scanned_at": 5, "aliases": {}}',
+        b'{"scanned_at": null, "aliases": {"ana@example.com": 5}}',
+    ],
+    ids=["cut-off", "not-an-object", "watermark-not-a-string", "alias-not-a-string"],
+)
+def test_edited_email_aliases_file_names_the_file_and_says_to_delete_it(
+    store: StateStore, tmp_path: Path, content: bytes
+) -> None:
+    store.write_email_aliases("2026-01-01T00:00:00+00:00", {ANA: "Ana@Example.com"})
+    (tmp_path / "state" / "email-aliases.json").write_bytes(content)
+
+    with pytest.raises(StateFileError) as raised:
+        store.read_email_aliases()
+
+    message = str(raised.value)
+    assert "corrupt applied-state file email-aliases.json" in message
+    assert "Delete email-aliases.json" in message
+    assert ANA not in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"batches": {', b"[]", b'{"batches": ["JOB1"]}'],
+    ids=["cut-off", "not-an-object", "batches"],
+)
+def test_edited_progress_file_names_the_file(store: StateStore, tmp_path: Path, content: bytes) -> None:
+    store.write_progress(1, "101", {"batches": {"0": {"job_id": "JOB1"}}})
+    (tmp_path / "state" / "progress" / "00000001-101.json").write_bytes(content)
+
+    with pytest.raises(StateFileError, match=r"corrupt applied-state file progress/00000001-101\.json"):
+        store.read_progress(1, "101")
 
 
 def test_diff_round_trip_and_delete(store: StateStore, tmp_path: Path) -> None:
