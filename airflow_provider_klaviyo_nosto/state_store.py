@@ -94,6 +94,16 @@ class StateStore:
         if contacts_path.exists():
             with contacts_path.open("rb") as stream:
                 state.contacts = state_files.read_contacts(stream)
+        elif state.generation > 0:
+            # save() writes the snapshot before meta.json, even an empty one, so this is a lost file: planning
+            # against nobody would resend everyone and never remove a contact who leaves Nosto.
+            raise KlaviyoConfigError(
+                f"The applied state in {self.uri} has {state_files.META_FILE} (generation {state.generation}) "
+                f"but no {state_files.CONTACTS_FILE}, the record of every contact the sync wrote to Klaviyo; "
+                "without it the sync cannot tell whom it added. Restore that file from a backup of the folder; "
+                "or, to start over, point state_uri at a new, empty folder: the next run compares with nothing "
+                "and writes every contact again."
+            )
 
         journals = sorted(self._journal_paths(), key=lambda p: state_files.parse_journal_name(p.name))
         state_files.fold_journals(state.contacts, self._read_journals(journals))

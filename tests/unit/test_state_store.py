@@ -63,6 +63,32 @@ def test_journals_fold_in_generation_order_and_go_once_saved(store: StateStore, 
     assert _files(tmp_path) == ["state/contacts.jsonl.gz", "state/meta.json"]
 
 
+def test_lost_snapshot_is_refused_naming_the_file_the_folder_and_the_way_out(
+    store: StateStore, tmp_path: Path
+) -> None:
+    store.save(_state({ANA: IN_VIP}, generation=3))
+    (tmp_path / "state" / "contacts.jsonl.gz").unlink()
+
+    with pytest.raises(KlaviyoConfigError) as raised:
+        store.load()
+
+    message = str(raised.value)
+    assert "no contacts.jsonl.gz" in message
+    assert f"file://{tmp_path}/state" in message
+    assert "from a backup" in message
+    assert "point state_uri at a new, empty folder" in message
+
+
+def test_first_run_whose_pushes_are_not_folded_yet_loads(store: StateStore) -> None:
+    store.save(_state({}, generation=1))
+    store.write_journal(1, "101", [(ANA, IN_VIP)])
+
+    state, journals = store.load()
+
+    assert state.contacts == {ANA: IN_VIP}
+    assert len(journals) == 1
+
+
 @pytest.mark.parametrize(
     "content",
     [
