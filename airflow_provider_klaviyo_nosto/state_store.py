@@ -70,6 +70,30 @@ def refuse_relative_local_state(state_uri: str) -> None:
         )
 
 
+def refuse_unsupported_storage(setting: str, uri: str, *, also_served: tuple[str, ...] = ()) -> None:
+    """
+    Refuse a location whose scheme no filesystem of Airflow's object storage serves here (``foo://``, or
+    ``gs://`` without the Google provider), naming the setting rather than failing inside the first read.
+
+    :param setting: the sync-configuration key holding ``uri``, for the message.
+    :param uri: the configured location; one without a scheme is a local path.
+    :param also_served: schemes read without object storage (``https`` for the export).
+    """
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
+    if scheme in also_served:
+        return
+    try:
+        _ = ObjectStoragePath(uri).fs  # Airflow looks the filesystem up on access
+    except (ValueError, ImportError):
+        alternatives = " or an https:// URL" if "https" in also_served else ""
+        raise KlaviyoConfigError(
+            f"{setting} in the sync configuration uses {scheme}://, which no filesystem installed for Airflow's "
+            "object storage serves. Install the Airflow provider of that store on every Airflow component, such "
+            "as apache-airflow-providers-amazon[s3fs] for s3://, apache-airflow-providers-google for gs:// or "
+            f"apache-airflow-providers-microsoft-azure for abfs://; or use a file:/// path{alternatives}."
+        ) from None
+
+
 class StateStore:
     """
     Reads and writes the applied state, diff, journal and progress files under one folder.
