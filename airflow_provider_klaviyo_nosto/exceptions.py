@@ -153,3 +153,11 @@ class NostoError(AirflowException):
 
 class NostoAuthError(NostoError, AirflowFailException):
     """Nosto refused a token (401 or 403). Airflow does not retry the task: the token must be fixed first."""
+
+
+class NostoConfigError(NostoError, AirflowFailException):
+    """The Nosto connection (host, tokens, extra) or the export location cannot be used as it is. Airflow
+    does not retry the task: the setting the message names must be fixed first."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)

@@ -70,6 +70,30 @@ def refuse_relative_local_state(state_uri: str) -> None:
         )
 
 
+def refuse_unsupported_storage(setting: str, uri: str, *, also_served: tuple[str, ...] = ()) -> None:
+    """
+    Refuse a location whose scheme no filesystem of Airflow's object storage serves here (``foo://``, or
+    ``gs://`` without the Google provider), naming the setting rather than failing inside the first read.
+
+    :param setting: the sync-configuration key holding ``uri``, for the message.
+    :param uri: the configured location; one without a scheme is a local path.
+    :param also_served: schemes read without object storage (``https`` for the export).
+    """
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
+    if scheme in also_served:
+        return
+    try:
+        _ = ObjectStoragePath(uri).fs  # Airflow looks the filesystem up on access
+    except (ValueError, ImportError):
+        alternatives = " or an https:// URL" if "https" in also_served else ""
+        raise KlaviyoConfigError(
+            f"{setting} in the sync configuration uses {scheme}://, which no filesystem installed for Airflow's "
+            "object storage serves. Install the Airflow provider of that store on every Airflow component, such "
+            "as apache-airflow-providers-amazon[s3fs] for s3://, apache-airflow-providers-google for gs:// or "
+            f"apache-airflow-providers-microsoft-azure for abfs://; or use a file:/// path{alternatives}."
+        ) from None
+
+
 class StateStore:
     """
     Reads and writes the applied state, diff, journal and progress files under one folder.
@@ -90,17 +114,27 @@ class StateStore:
         :return: the state, and the journal files folded in (to delete once the state is saved).
         """
         state = self.load_meta()
-        contacts_path = self.root / "contacts.jsonl.gz"
+        contacts_path = self.root / state_files.CONTACTS_FILE
         if contacts_path.exists():
             with contacts_path.open("rb") as stream:
                 state.contacts = state_files.read_contacts(stream)
+        elif state.generation > 0:
+            # save() writes the snapshot before meta.json, even an empty one, so this is a lost file: planning
+            # against nobody would resend everyone and never remove a contact who leaves Nosto.
+            raise KlaviyoConfigError(
+                f"The applied state in {self.uri} has {state_files.META_FILE} (generation {state.generation}) "
+                f"but no {state_files.CONTACTS_FILE}, the record of every contact the sync wrote to Klaviyo; "
+                "without it the sync cannot tell whom it added. Restore that file from a backup of the folder; "
+                "or, to start over, point state_uri at a new, empty folder: the next run compares with nothing "
+                "and writes every contact again."
+            )
 
         journals = sorted(self._journal_paths(), key=lambda p: state_files.parse_journal_name(p.name))
         state_files.fold_journals(state.contacts, self._read_journals(journals))
         return state, journals
 
     def load_meta(self) -> AppliedState:
-        meta_path = self.root / "meta.json"
+        meta_path = self.root / state_files.META_FILE
         if not meta_path.exists():
             return AppliedState.empty()
         return state_files.load_meta(meta_path.read_bytes())
@@ -113,8 +147,10 @@ class StateStore:
         folding a journal a second time onto a snapshot that already contains it changes nothing.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        self._write_atomically("contacts.jsonl.gz", lambda s: state_files.write_contacts(s, state.contacts))
-        self._write_atomically("meta.json", lambda s: s.write(state_files.dump_meta(state)))
+        self._write_atomically(
+            state_files.CONTACTS_FILE, lambda s: state_files.write_contacts(s, state.contacts)
+        )
+        self._write_atomically(state_files.META_FILE, lambda s: s.write(state_files.dump_meta(state)))
         for journal in folded_journals:
             journal.unlink(missing_ok=True)
 
@@ -122,16 +158,15 @@ class StateStore:
 
     def read_email_aliases(self) -> tuple[str | None, dict[str, str]]:
         """Return the last profile scan's watermark and ``{normalised email: Klaviyo's spelling}``."""
-        path = self.root / "email-aliases.json"
+        path = self.root / state_files.ALIASES_FILE
         if not path.exists():
             return None, {}
-        loaded = json.loads(path.read_text())
-        return loaded.get("scanned_at"), dict(loaded.get("aliases", {}))
+        return state_files.load_email_aliases(path.read_bytes())
 
     def write_email_aliases(self, scanned_at: str, aliases: dict[str, str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"scanned_at": scanned_at, "aliases": aliases}, sort_keys=True).encode()
-        self._write_atomically("email-aliases.json", lambda s: s.write(body))
+        body = state_files.dump_email_aliases(scanned_at, aliases)
+        self._write_atomically(state_files.ALIASES_FILE, lambda s: s.write(body))
 
     # -- diffs ---------------------------------------------------------------------------------------
 
@@ -180,8 +215,7 @@ class StateStore:
         path = self.progress_path(generation, key)
         if not path.exists():
             return {}
-        loaded: dict[str, Any] = json.loads(path.read_text())
-        return loaded
+        return state_files.load_progress(path.read_bytes(), part=f"progress/{path.name}")
 
     def write_progress(self, generation: int, key: str, progress: dict[str, Any]) -> None:
         path = self.progress_path(generation, key)

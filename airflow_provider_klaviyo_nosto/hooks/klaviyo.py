@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -209,7 +210,15 @@ def resolve_base_url(host: str | None, default: str, conn_id: str, *, error: typ
     url = (host or "").strip() or default
     if "://" not in url:
         url = f"https://{url}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # parsed on access: a port out of range or not a number raises here
+    except ValueError as exc:
+        # Not echoed: the host may hold a key before an '@'.
+        raise error(
+            f"Connection {conn_id!r}: the host is not a valid URL ({exc}); give the API's base URL, such as "
+            f"{default}"
+        ) from None
     if parts.username is not None or parts.password is not None:
         # Not echoed: the part before '@' is often the key itself.
         raise error(
@@ -229,7 +238,33 @@ def resolve_base_url(host: str | None, default: str, conn_id: str, *, error: typ
             f"Connection {conn_id!r}: plain http is only allowed for loopback hosts (the local sandbox); "
             f"use https://{parts.netloc}{parts.path}"
         )
+    try:
+        # The check requests makes before sending, which would otherwise fail every call as a transport fault.
+        requests.models.PreparedRequest().prepare_url(url, None)
+    except requests.exceptions.InvalidURL as exc:
+        raise error(
+            f"Connection {conn_id!r}: host {url!r} is not a usable URL ({exc}); give the API's base URL, such "
+            f"as {default}"
+        ) from None
     return url.rstrip("/")
+
+
+def refuse_unsendable_secret(secret: str, conn_id: str, field_name: str, *, error: type[Exception]) -> None:
+    """Refuse a key or token that an HTTP header cannot carry, such as one pasted with a curly quote.
+
+    Such a key could never authenticate, and requests would fail on every call with an encoding error.
+
+    :param secret: the key or token; never part of the message.
+    :param conn_id: the connection id, for error messages.
+    :param field_name: where the secret lives in the connection, e.g. ``the password field``.
+    :param error: the exception class to raise.
+    """
+    if not (secret.isascii() and secret.isprintable()):
+        raise error(
+            f"Connection {conn_id!r}: the key in {field_name} holds a character an HTTP header cannot carry, "
+            "such as a zero-width space, a curly quote or a line break pasted with it; type or paste the key "
+            "again, without quotes"
+        )
 
 
 #: Connection extras that requests, HttpHook or habit use to switch TLS certificate checks off.
@@ -253,6 +288,7 @@ def tls_verify_setting(
     :param error: the exception class to raise.
     """
     verify: bool | str = True
+    verify_key = ""
     for key in _VERIFY_KEYS:
         if key not in extra:
             continue
@@ -266,7 +302,7 @@ def tls_verify_setting(
                 f"Connection {conn_id!r}: extra {key!r} must be true/false or the path of a CA bundle"
             )
         if value is not True:
-            verify = value
+            verify, verify_key = value, key
     if extra.get("insecure") not in (None, False, "false", "0", ""):
         verify = False
     if verify is False and not is_loopback_host(hostname):
@@ -274,6 +310,12 @@ def tls_verify_setting(
             f"Connection {conn_id!r}: TLS certificate verification cannot be switched off for {hostname} "
             "(only for loopback hosts such as the local sandbox); remove 'verify: false' from the extra, or "
             "give the path of your CA bundle in 'verify'"
+        )
+    if isinstance(verify, str) and not os.path.exists(verify):
+        raise error(
+            f"Connection {conn_id!r}: extra {verify_key!r} names the CA bundle {verify!r}, which does not exist "
+            "on this machine; give the path of a PEM file present on every worker and on the triggerer, or "
+            f"remove {verify_key!r} to use the system's certificates"
         )
     return verify
 
@@ -356,6 +398,7 @@ def connection_settings(
         raise KlaviyoConfigError(
             f"Connection {conn_id!r} has no private API key: put it in the password field"
         )
+    refuse_unsendable_secret(api_key, conn_id, "the password field", error=KlaviyoConfigError)
 
     proxies = extra.get("proxies", extra.get("proxy")) or {}
     if not isinstance(proxies, dict) or not all(

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
-from airflow_provider_klaviyo_nosto.exceptions import NostoAuthError, NostoError
+from airflow_provider_klaviyo_nosto.exceptions import NostoAuthError, NostoConfigError, NostoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import (
     is_loopback_host,
+    refuse_unsendable_secret,
     resolve_base_url,
     tls_verify_setting,
 )
@@ -109,20 +110,33 @@ class NostoHook(BaseHook):
                 raise NostoError(
                     f"The extra of Airflow connection {self.nosto_conn_id!r} must be a JSON object"
                 )
-            base_url = resolve_base_url(conn.host, DEFAULT_BASE_URL, self.nosto_conn_id, error=NostoError)
+            base_url = resolve_base_url(
+                conn.host, DEFAULT_BASE_URL, self.nosto_conn_id, error=NostoConfigError
+            )
             export_url = str(extra.get("export_url") or "").strip() or None
             # The export may live on another host than the API; verification may only be off if both are local.
             hosts = [urlsplit(base_url).hostname]
             if export_url:
-                hosts.append(
-                    urlsplit(export_url if "://" in export_url else f"https://{export_url}").hostname
-                )
+                try:
+                    hosts.append(
+                        urlsplit(export_url if "://" in export_url else f"https://{export_url}").hostname
+                    )
+                except ValueError as exc:
+                    raise NostoConfigError(
+                        f"Connection {self.nosto_conn_id!r}: 'export_url' in the extra is not a valid URL ({exc})"
+                    ) from None
             remote = next((host for host in hosts if not is_loopback_host(host)), hosts[0])
+            token = (conn.password or "").strip()
+            export_token = str(extra.get("export_token") or "").strip()
+            refuse_unsendable_secret(token, self.nosto_conn_id, "the password field", error=NostoConfigError)
+            refuse_unsendable_secret(
+                export_token, self.nosto_conn_id, "'export_token' in the extra", error=NostoConfigError
+            )
             self._conn_settings = {
                 "base_url": base_url,
-                "verify": tls_verify_setting(extra, remote, self.nosto_conn_id, error=NostoError),
-                "token": (conn.password or "").strip(),
-                "export_token": str(extra.get("export_token") or "").strip(),
+                "verify": tls_verify_setting(extra, remote, self.nosto_conn_id, error=NostoConfigError),
+                "token": token,
+                "export_token": export_token,
                 "export_url": export_url,
             }
         return self._conn_settings
@@ -176,6 +190,11 @@ class NostoHook(BaseHook):
 
         try:
             return self.retry_policy.retrying(idempotent=True, before_sleep=log_retry)(attempt)
+        except requests.exceptions.InvalidURL as exc:
+            raise NostoConfigError(
+                f"Nosto {method}: {self._scrub(str(exc))}. Check the host and 'export_url' of Airflow connection "
+                f"{self.nosto_conn_id!r}, and 'export_uri' in the sync configuration"
+            ) from None
         except requests.RequestException as exc:
             raise NostoError(
                 f"Could not reach Nosto for {method} {urlsplit(url).path}: "

@@ -26,6 +26,7 @@ from airflow_provider_klaviyo_nosto.state_store import (
     default_state_uri,
     refuse_local_state_on_distributed_executor,
     refuse_relative_local_state,
+    refuse_unsupported_storage,
 )
 from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email
 from airflow_provider_klaviyo_nosto.sync.export import (
@@ -277,6 +278,9 @@ class NostoSegmentSyncOperator(BaseOperator):
                 f"{self.config_variable!r}."
             )
         refuse_relative_local_state(config.state_uri)
+        refuse_unsupported_storage("state_uri", config.state_uri)
+        if config.export_uri:
+            refuse_unsupported_storage("export_uri", config.export_uri, also_served=("http", "https"))
         refuse_local_state_on_distributed_executor(
             config.state_uri, conf.get("core", "executor", fallback="")
         )

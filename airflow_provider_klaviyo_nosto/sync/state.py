@@ -7,6 +7,8 @@ Layout under the state folder (see ``docs/architecture.md``)::
     journal/<generation:08d>-<key>.jsonl.gz   same line format: what one push task got confirmed
     diffs/<generation:08d>/<key>.jsonl.gz     [email, new_in_book, [new ids], [new names],
                                                old_in_book, [old ids], [old names]]
+    progress/<generation:08d>-<key>.json      {"batches": {index: {"job_id", ...}}, ...} of one push
+    email-aliases.json                        {"scanned_at", "aliases": {normalised email: Klaviyo's spelling}}
 
 Every reader and writer here takes a binary stream, so the caller decides where the bytes live;
 gzip is written always and detected on read. A corrupt file raises :class:`StateFileError` naming
@@ -28,6 +30,7 @@ from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChang
 META_FORMAT = 1
 META_FILE = "meta.json"
 CONTACTS_FILE = "contacts.jsonl.gz"
+ALIASES_FILE = "email-aliases.json"
 JOURNAL_DIR = "journal"
 DIFFS_DIR = "diffs"
 
@@ -45,11 +48,12 @@ class StateFileError(ValueError):
     :param part: which file (or which kind of file) is corrupt.
     :param line: 1-based line number, or ``None`` when the whole file is unusable.
     :param problem: what is wrong, without any email address.
+    :param remedy: what to do about it, when the file can safely be rebuilt.
     """
 
-    def __init__(self, part: str, line: int | None, problem: str) -> None:
+    def __init__(self, part: str, line: int | None, problem: str, *, remedy: str = "") -> None:
         where = part if line is None else f"{part}, line {line}"
-        super().__init__(f"corrupt applied-state file {where}: {problem}")
+        super().__init__(f"corrupt applied-state file {where}: {problem}" + (f". {remedy}" if remedy else ""))
         self.part = part
         self.line = line
         self.problem = problem
@@ -128,12 +132,7 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
     :param data: the file's bytes.
     :param part: the file's name, used in errors.
     """
-    try:
-        document = json.loads(data)
-    except ValueError:
-        raise StateFileError(part, None, "not JSON") from None
-    if not isinstance(document, dict):
-        raise StateFileError(part, None, "not a JSON object")
+    document = _json_object(data, part)
     if document.get("format") != META_FORMAT:
         raise StateFileError(part, None, f"unknown format {document.get('format')!r}")
 
@@ -170,6 +169,44 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
         segments=segments,
         former_property=document.get("former_property"),
     )
+
+
+def dump_email_aliases(scanned_at: str, aliases: Mapping[str, str]) -> bytes:
+    """Serialise ``email-aliases.json``: the last profile scan's watermark and the stored spellings."""
+    return json.dumps({"scanned_at": scanned_at, "aliases": dict(aliases)}, sort_keys=True).encode()
+
+
+def load_email_aliases(data: bytes, *, part: str = ALIASES_FILE) -> tuple[str | None, dict[str, str]]:
+    """Parse ``email-aliases.json`` into the scan's watermark and ``{normalised email: Klaviyo's spelling}``.
+
+    :param data: the file's bytes.
+    :param part: the file's name, used in errors.
+    """
+    # Without the file the next plan reads every profile's spelling again, so deleting it is always safe.
+    remedy = f"Delete {part}: the next run reads the spelling of every Klaviyo profile again"
+    document = _json_object(data, part, remedy=remedy)
+    scanned_at = document.get("scanned_at")
+    aliases = document.get("aliases", {})
+    if not isinstance(scanned_at, str | None):
+        raise StateFileError(part, None, "'scanned_at' is not a string", remedy=remedy)
+    if not (isinstance(aliases, dict) and all(_strings([key, value]) for key, value in aliases.items())):
+        raise StateFileError(part, None, "'aliases' does not map emails to emails", remedy=remedy)
+    return scanned_at, dict(aliases)
+
+
+def load_progress(data: bytes, *, part: str) -> dict[str, Any]:
+    """Parse one push's progress file: the bulk jobs Klaviyo already accepted for its diff.
+
+    :param data: the file's bytes.
+    :param part: the file's name, used in errors.
+    """
+    # Without the file the push submits its bulk jobs again, which writes the same whole values once more.
+    remedy = f"Delete {part}: the push then submits its bulk jobs again, writing the same values"
+    document = _json_object(data, part, remedy=remedy)
+    batches = document.get("batches", {})
+    if not (isinstance(batches, dict) and all(isinstance(batch, dict) for batch in batches.values())):
+        raise StateFileError(part, None, "'batches' is not an object of objects", remedy=remedy)
+    return document
 
 
 def write_contacts(stream: IO[bytes], contacts: Mapping[str, ContactRecord]) -> None:
@@ -373,6 +410,16 @@ def _parse(line: bytes, part: str, line_number: int) -> Any:
         return json.loads(line)
     except ValueError:
         raise StateFileError(part, line_number, "not JSON") from None
+
+
+def _json_object(data: bytes, part: str, *, remedy: str = "") -> dict[str, Any]:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise StateFileError(part, None, "not JSON", remedy=remedy) from None
+    if not isinstance(document, dict):
+        raise StateFileError(part, None, "not a JSON object", remedy=remedy)
+    return document
 
 
 def _email(value: object, part: str, line_number: int) -> str:

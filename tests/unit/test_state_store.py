@@ -7,7 +7,7 @@ import pytest
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
 from airflow_provider_klaviyo_nosto.state_store import StateStore, refuse_local_state_on_distributed_executor
 from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChange, ContactRecord
-from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState, StateFileError
 
 ANA = "ana@example.com"
 BOB = "bob@example.com"
@@ -61,6 +61,70 @@ def test_journals_fold_in_generation_order_and_go_once_saved(store: StateStore, 
 
     assert state.contacts == {ANA: IN_VIP_AND_NEW}
     assert _files(tmp_path) == ["state/contacts.jsonl.gz", "state/meta.json"]
+
+
+def test_lost_snapshot_is_refused_naming_the_file_the_folder_and_the_way_out(
+    store: StateStore, tmp_path: Path
+) -> None:
+    store.save(_state({ANA: IN_VIP}, generation=3))
+    (tmp_path / "state" / "contacts.jsonl.gz").unlink()
+
+    with pytest.raises(KlaviyoConfigError) as raised:
+        store.load()
+
+    message = str(raised.value)
+    assert "no contacts.jsonl.gz" in message
+    assert f"file://{tmp_path}/state" in message
+    assert "from a backup" in message
+    assert "point state_uri at a new, empty folder" in message
+
+
+def test_first_run_whose_pushes_are_not_folded_yet_loads(store: StateStore) -> None:
+    store.save(_state({}, generation=1))
+    store.write_journal(1, "101", [(ANA, IN_VIP)])
+
+    state, journals = store.load()
+
+    assert state.contacts == {ANA: IN_VIP}
+    assert len(journals) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"scanned_at": "2026-01-01T00:00:00+00:00", "aliases": {',
+        b"[]",
+        b'{"scanned_at": 5, "aliases": {}}',
+        b'{"scanned_at": null, "aliases": {"ana@example.com": 5}}',
+    ],
+    ids=["cut-off", "not-an-object", "watermark-not-a-string", "alias-not-a-string"],
+)
+def test_edited_email_aliases_file_names_the_file_and_says_to_delete_it(
+    store: StateStore, tmp_path: Path, content: bytes
+) -> None:
+    store.write_email_aliases("2026-01-01T00:00:00+00:00", {ANA: "Ana@Example.com"})
+    (tmp_path / "state" / "email-aliases.json").write_bytes(content)
+
+    with pytest.raises(StateFileError) as raised:
+        store.read_email_aliases()
+
+    message = str(raised.value)
+    assert "corrupt applied-state file email-aliases.json" in message
+    assert "Delete email-aliases.json" in message
+    assert ANA not in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"batches": {', b"[]", b'{"batches": ["JOB1"]}'],
+    ids=["cut-off", "not-an-object", "batches"],
+)
+def test_edited_progress_file_names_the_file(store: StateStore, tmp_path: Path, content: bytes) -> None:
+    store.write_progress(1, "101", {"batches": {"0": {"job_id": "JOB1"}}})
+    (tmp_path / "state" / "progress" / "00000001-101.json").write_bytes(content)
+
+    with pytest.raises(StateFileError, match=r"corrupt applied-state file progress/00000001-101\.json"):
+        store.read_progress(1, "101")
 
 
 def test_diff_round_trip_and_delete(store: StateStore, tmp_path: Path) -> None:

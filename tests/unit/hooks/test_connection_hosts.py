@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoConfigError, NostoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
 
@@ -47,3 +48,101 @@ def test_credentials_in_the_host_are_refused_without_echoing_them(
     with pytest.raises(KlaviyoConfigError, match="password") as err:
         KlaviyoHook().get_conn()
     assert "pk_secret_in_url" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [f"{KEY}\u200b", f"\u201c{KEY}\u201d", f"{KEY[:9]}\n{KEY[9:]}"],
+    ids=["zero-width-space", "curly-quotes", "line-break"],
+)
+def test_klaviyo_key_a_header_cannot_carry_is_a_config_error_naming_the_password_field(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KLAVIYO_DEFAULT",
+        json.dumps({"conn_type": "klaviyo", "host": "https://a.klaviyo.com", "password": key}),
+    )
+    with pytest.raises(KlaviyoConfigError) as err:
+        KlaviyoHook().get_conn()
+
+    message = str(err.value)
+    assert "Connection 'klaviyo_default': the key in the password field holds a character" in message
+    assert "0123456789abcdef" not in message
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("https://127.0.0.1:99999", "Port out of range"),
+        ("https://a klaviyo.com", "invalid character"),
+        ("https://[::1", "Invalid IPv6 URL"),
+        ("a.klaviyo.com:https", "Port could not be cast"),
+    ],
+    ids=["port-out-of-range", "space-in-host", "unclosed-ipv6-bracket", "port-not-a-number"],
+)
+def test_host_that_can_never_be_reached_is_a_config_error_naming_the_connection(
+    monkeypatch: pytest.MonkeyPatch, host: str, problem: str
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KLAVIYO_DEFAULT", json.dumps({"conn_type": "klaviyo", "host": host, "password": KEY})
+    )
+    with pytest.raises(KlaviyoConfigError) as err:
+        KlaviyoHook().get_conn()
+
+    message = str(err.value)
+    assert message.startswith("Connection 'klaviyo_default': ")
+    assert "host" in message
+    assert problem in message
+    assert "https://a.klaviyo.com" in message
+    assert isinstance(err.value, AirflowFailException)
+
+
+def test_missing_ca_bundle_is_a_config_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {"conn_type": "klaviyo", "password": KEY, "extra": {"verify_ssl": "/nonexistent/ca.pem"}}
+    monkeypatch.setenv("AIRFLOW_CONN_KLAVIYO_DEFAULT", json.dumps(conn))
+    with pytest.raises(KlaviyoConfigError) as err:
+        KlaviyoHook().get_conn()
+
+    assert (
+        "Connection 'klaviyo_default': extra 'verify_ssl' names the CA bundle '/nonexistent/ca.pem', which "
+        in str(err.value)
+    )
+
+
+@pytest.mark.parametrize(
+    ("conn", "named"),
+    [
+        ({"password": "tok\u200b"}, "the key in the password field"),
+        (
+            {"password": "tok", "extra": {"export_token": "\u201cexp\u201d"}},
+            "the key in 'export_token' in the extra",
+        ),
+        ({"host": "https://[::1", "password": "tok"}, "the host is not a valid URL"),
+        (
+            {"password": "tok", "extra": {"verify": "/nonexistent/ca.pem"}},
+            "extra 'verify' names the CA bundle",
+        ),
+    ],
+    ids=["zero-width-token", "quoted-export-token", "unclosed-ipv6-bracket", "missing-ca-bundle"],
+)
+def test_unusable_nosto_connection_is_a_config_error_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, conn: dict[str, object], named: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps({"conn_type": "nosto", **conn}))
+    with pytest.raises(NostoConfigError) as err:
+        NostoHook().get_segments()
+
+    assert f"Connection 'nosto_default': {named}" in str(err.value)
+    assert isinstance(err.value, AirflowFailException)
+
+
+def test_nosto_export_url_requests_cannot_send_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = {"export_token": "exp", "export_url": "https://exports example.com/segments.jsonl.gz"}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps({"conn_type": "nosto", "password": "tok", "extra": extra})
+    )
+    with pytest.raises(NostoConfigError) as err:
+        NostoHook(max_attempts=1).export_modified_at()
+
+    assert "invalid character" in str(err.value)
+    assert "'export_url' of Airflow connection 'nosto_default'" in str(err.value)
