@@ -5,6 +5,7 @@ import logging
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import certifi
 import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -142,7 +143,8 @@ class TestConnectionSettings:
             ("http://[::1]:8025", {"verify": "false"}, False),
             ("http://localhost:8025", {"insecure": True}, False),
             ("", {}, True),
-            ("", {"verify": "/etc/ssl/certs/ca-certificates.crt"}, "/etc/ssl/certs/ca-certificates.crt"),
+            # A CA bundle that exists wherever requests is installed.
+            ("", {"verify": certifi.where()}, certifi.where()),
         ],
     )
     def test_verify_setting_reaches_requests(self, monkeypatch, clock, requests_mock, host, extra, verify):
