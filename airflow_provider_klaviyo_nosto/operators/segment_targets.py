@@ -186,7 +186,7 @@ def plan_targets(
             contains_definition(config.property_name, "")
     except ValueError as err:
         raise KlaviyoConfigError(f"In the sync configuration: {err}.") from None
-    _refuse_colliding_list_names(config, lists)
+    _refuse_colliding_names(config, lists, segments)
 
     remembered = files.load()
     changes = [change for key_changes in plan.changes_by_key.values() for change in key_changes]
@@ -237,30 +237,46 @@ def plan_targets(
     return targets
 
 
-def _refuse_colliding_list_names(config: SyncConfig, lists: Sequence[Segment]) -> None:
-    """Stop when a segment list would be named like the address book or like another segment's list.
+def _refuse_colliding_names(
+    config: SyncConfig, lists: Sequence[Segment], segments: Sequence[Segment]
+) -> None:
+    """Stop when a segment list would be named like the address book, or two targets of a kind share a name.
 
     A list found by name is made to hold exactly its segment's members, so a shared name would empty the
-    address book of everyone outside the segment, or make two segments fight over one list.
+    address book of everyone outside the segment, or make two segments fight over one list. Two Klaviyo
+    segments with one name would both be created, and the next run could not tell which one is whose.
     """
-    by_name: dict[str, list[str]] = {}
-    for segment in lists:
-        by_name.setdefault(target_name(config.segment_list_prefix, segment.name), []).append(segment.id)
-    if config.list_name in by_name:
+    list_names = _ids_by_target_name(config.segment_list_prefix, lists)
+    if config.list_name in list_names:
         raise KlaviyoConfigError(
-            f"The segment list of segment {', '.join(by_name[config.list_name])} would be named "
+            f"The segment list of segment {', '.join(list_names[config.list_name])} would be named "
             f"{config.list_name!r}, the name of the address book list ('list_name'); it would remove everyone "
             "outside the segment from the address book. Choose another 'segment_list_prefix' (or list_name)."
         )
-    shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
-    if shared:
-        described = "; ".join(
-            f"{name!r} for segments {', '.join(ids)}" for name, ids in sorted(shared.items())
-        )
-        raise KlaviyoConfigError(
-            f"Several segment lists would have one name ({described}): Nosto has segments with the same name. "
-            "Rename them in Nosto, or keep only one of them in 'segment_lists'."
-        )
+    for kind, key, by_name in (
+        ("segment lists", "segment_lists", list_names),
+        (
+            "Klaviyo segments",
+            "klaviyo_segments",
+            _ids_by_target_name(config.klaviyo_segment_prefix, segments),
+        ),
+    ):
+        shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
+        if shared:
+            described = "; ".join(
+                f"{name!r} for segments {', '.join(ids)}" for name, ids in sorted(shared.items())
+            )
+            raise KlaviyoConfigError(
+                f"Several {kind} would have one name ({described}): Nosto has segments with the same name. "
+                f"Rename them in Nosto, or keep only one of them in {key!r}."
+            )
+
+
+def _ids_by_target_name(prefix: str, segments: Sequence[Segment]) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for segment in segments:
+        by_name.setdefault(target_name(prefix, segment.name), []).append(segment.id)
+    return by_name
 
 
 def apply_targets(
