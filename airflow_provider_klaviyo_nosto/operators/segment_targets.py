@@ -22,7 +22,7 @@ from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.state_store import StateStore
 from airflow_provider_klaviyo_nosto.sync.model import Segment
 from airflow_provider_klaviyo_nosto.sync.plan import SyncPlan
-from airflow_provider_klaviyo_nosto.sync.state import AppliedState
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
 from airflow_provider_klaviyo_nosto.sync.targets import (
     LIST_DIFF_PREFIX,
     MEMBERS_DIR,
@@ -32,6 +32,7 @@ from airflow_provider_klaviyo_nosto.sync.targets import (
     RememberedSegment,
     TargetState,
     contains_definition,
+    deleted_entries,
     desired_members,
     dump_list_diff,
     dump_members,
@@ -165,27 +166,53 @@ def plan_targets(
     *,
     dry_run: bool,
     reconcile_lists: bool = False,
+    deleted: Mapping[str, SegmentState] | None = None,
 ) -> TargetPlan:
     """Decide which segment lists and Klaviyo segments this run keeps, and each list's membership diff.
 
     A list whose confirmed membership is unknown (never filled, or the previous run's update of it did not
-    finish) is reconciled against what Klaviyo holds instead of diffed.
+    finish) is reconciled against what Klaviyo holds instead of diffed. A segment deleted in Nosto but still
+    named in ``segment_lists`` or ``klaviyo_segments`` is skipped with a warning, as if taken out of them.
 
     :param reconcile_lists: compare every list with what Klaviyo holds (a full resync).
+    :param deleted: the configured segments that were deleted in Nosto, by id, as last applied.
     """
+    # A segment named in these options keeps being found under its last applied name after a rename.
+    synced_names = {
+        name: segment_id
+        for segment_id, state in applied.segments.items()
+        for name in (*state.former_names, state.name)
+    }
+    deleted = deleted or {}
+    deleted_keys = {
+        name: segment_id
+        for segment_id, state in deleted.items()
+        for name in (*state.former_names, state.name)
+    } | {segment_id: segment_id for segment_id in deleted}
     try:
-        # A segment named in these options keeps being found under its last applied name after a rename.
-        synced_names = {
-            name: segment_id
-            for segment_id, state in applied.segments.items()
-            for name in (*state.former_names, state.name)
-        }
-        lists = select_segments(config.segment_lists, chosen, "segment_lists", synced_names)
-        segments = select_segments(config.klaviyo_segments, chosen, "klaviyo_segments", synced_names)
+        lists = select_segments(config.segment_lists, chosen, "segment_lists", synced_names, deleted_keys)
+        segments = select_segments(
+            config.klaviyo_segments, chosen, "klaviyo_segments", synced_names, deleted_keys
+        )
         if segments:
             contains_definition(config.property_name, "")
     except ValueError as err:
         raise KlaviyoConfigError(f"In the sync configuration: {err}.") from None
+    for key, option, target in (
+        ("segment_lists", config.segment_lists, "Klaviyo list"),
+        ("klaviyo_segments", config.klaviyo_segments, "Klaviyo segment"),
+    ):
+        for entry, segment_id in deleted_entries(option, chosen, deleted_keys, synced_names).items():
+            log.warning(
+                "Segment %r (%s) was deleted in Nosto but is still named in %r: it is skipped, and its %s is "
+                "left as it is and no longer updated. Remove %r from %r in the sync configuration.",
+                deleted[segment_id].name,
+                segment_id,
+                key,
+                target,
+                entry,
+                key,
+            )
     _refuse_colliding_names(config, lists, segments)
 
     remembered = files.load()

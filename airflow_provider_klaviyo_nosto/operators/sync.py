@@ -203,6 +203,7 @@ class NostoSegmentSyncOperator(BaseOperator):
             plan,
             dry_run=dry_run,
             reconcile_lists=full_resync,
+            deleted=self.deleted_segments,
         )
         if dry_run:
             self.dry_run_checks(klaviyo, config, applied, plan, migration)

@@ -213,6 +213,62 @@ def test_a_flow_on_a_segment_list_stops_the_run_before_writing(klaviyo: Sandbox,
     assert [item["name"] for item in klaviyo.state()["lists"]] == ["Nosto list: VIP", "Nosto Customers"]
 
 
+def test_a_segment_deleted_in_nosto_is_skipped_by_its_list_and_klaviyo_segment_with_a_warning(
+    klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "segments": [segment["id"] for segment in CATALOGUE],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": [VIP["id"], KOMBAI["id"]],
+        "klaviyo_segments": [VIP["name"]],
+        "klaviyo_pool_slots": 1,
+        "removal_threshold": 1.0,
+    }
+    nosto_serves(
+        klaviyo,
+        CATALOGUE,
+        {"a@example.com": ["VIP", "Category affinity: Kombai"], "b@example.com": ["VIP"]},
+    )
+    run_sync(config)
+    before = klaviyo.state()
+
+    # VIP is deleted in Nosto; the configuration still names it in all three options.
+    nosto_serves(
+        klaviyo,
+        [KOMBAI, LOYAL],
+        {
+            "a@example.com": ["Category affinity: Kombai"],
+            "b@example.com": [],
+            "c@example.com": ["Category affinity: Kombai"],
+        },
+    )
+    capsys.readouterr()
+    run_sync(config)
+
+    state = klaviyo.state()
+    values = {profile["email"]: profile["properties"]["nosto_segment"] for profile in state["profiles"]}
+    assert values == {
+        "a@example.com": ["Category affinity: Kombai"],
+        "b@example.com": [],
+        "c@example.com": ["Category affinity: Kombai"],
+    }
+    assert list_members(state, "Nosto list: Category affinity: Kombai") == {"a@example.com", "c@example.com"}
+    # The deleted segment's list and Klaviyo segment are left as they are.
+    assert list_members(state, "Nosto list: VIP") == {"a@example.com", "b@example.com"}
+    assert state["segments"] == before["segments"]
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "was deleted in Nosto" in line]
+    assert len(warnings) == 2
+    assert all("[warning" in line and f"'VIP' ({VIP['id']})" in line for line in warnings)
+    assert "in 'segment_lists': it is skipped, and its Klaviyo list is left as it is" in warnings[0]
+    assert "in 'klaviyo_segments': it is skipped, and its Klaviyo segment is left as it is" in warnings[1]
+
+    # Until the configuration is edited, every run warns again and writes nothing.
+    mark = len(klaviyo.requests_log())
+    run_sync(config)
+    assert len([line for line in capsys.readouterr().out.splitlines() if "was deleted in Nosto" in line]) == 2
+    assert writes(klaviyo, mark) == []
+
+
 def test_a_key_without_segments_write_gets_an_error_naming_the_scope(
     klaviyo: Sandbox, tmp_path: Path
 ) -> None:
