@@ -436,14 +436,29 @@ def _existing_segment(
             del state.segments[segment.id]
         name = target_name(config.klaviyo_segment_prefix, segment.name)
         found = klaviyo.find_segment_by_name(name)
+        resource = klaviyo.get_segment(found) if found else None
     except KlaviyoPermissionError as err:
         raise KlaviyoConfigError(
             "The Klaviyo key cannot read segments (it needs the scopes 'segments:read' and 'segments:write'). "
             "Add them to the private key, or set klaviyo_segments=false in the sync configuration."
         ) from err
-    if found:
+    if not found:
+        return None
+    definition = ((resource or {}).get("attributes") or {}).get("definition")
+    if definition == contains_definition(config.property_name, segment.name):
         log.info(
             "Using the existing Klaviyo segment %r (%s) for Nosto segment %r.", name, found, segment.name
+        )
+    else:
+        log.warning(
+            "Using the existing Klaviyo segment %r (%s) for Nosto segment %r, but its definition differs from "
+            "the sync's (%s contains %r) and is left as it is, so it may select other profiles. Change its "
+            "definition in Klaviyo, or delete it and the next run creates it.",
+            name,
+            found,
+            segment.name,
+            config.property_name,
+            segment.name,
         )
     return found
 
