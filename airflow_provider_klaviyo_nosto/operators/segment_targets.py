@@ -17,7 +17,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_klaviyo_nosto.config import SyncConfig
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoPermissionError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.state_store import StateStore
 from airflow_provider_klaviyo_nosto.sync.model import Segment
@@ -306,20 +306,34 @@ def _ids_by_target_name(prefix: str, segments: Sequence[Segment]) -> dict[str, l
     return by_name
 
 
-def apply_targets(
+@dataclass
+class FoundTargets:
+    """The lists and Klaviyo segments :func:`find_targets` found in Klaviyo, by Nosto segment id.
+
+    :param state: what ``targets.json`` remembers, without the Klaviyo segments that no longer exist.
+    :param diffs: each list's membership diff; a list that is new or found by name is reconciled.
+    :param list_ids: the existing list of each segment, ``None`` when it is to be created.
+    :param segment_ids: the existing Klaviyo segment of each segment, ``None`` when it is to be created.
+    """
+
+    state: TargetState
+    diffs: dict[str, ListDiff]
+    list_ids: dict[str, str | None]
+    segment_ids: dict[str, str | None]
+
+
+def find_targets(
     log: Logger,
     klaviyo: KlaviyoHook,
-    files: TargetFiles,
     config: SyncConfig,
     targets: TargetPlan,
     plan: SyncPlan,
     check_list_flows: Callable[[str], None],
-) -> None:
-    """Find or create the lists and Klaviyo segments, check their flows, then record them and the list diffs.
+) -> FoundTargets:
+    """Find the lists and Klaviyo segments that exist, and stop if adding to them would trigger a flow.
 
-    Every flow check runs before anything is created, renamed or redefined. A remembered id wins over a name
-    look-up, which comes before a create: Klaviyo keeps neither list nor segment names unique and neither
-    create is idempotent, so a retried task never makes a second one.
+    Reads only, so a dry run uses it to say what would stop the real run. A remembered id wins over a name
+    look-up: Klaviyo keeps neither list nor segment names unique.
     """
     state = TargetState(dict(targets.remembered.lists), dict(targets.remembered.segments))
     diffs = dict(targets.list_diffs)
@@ -339,7 +353,7 @@ def apply_targets(
         if list_id is None:
             found = klaviyo.find_lists_by_name(name)
             if len(found) > 1:
-                raise KlaviyoError(
+                raise KlaviyoConfigError(
                     f"{len(found)} Klaviyo lists are named {name!r} (ids {', '.join(found)}): delete or rename all "
                     f"but one of them, so that the sync knows which one is the list of segment {segment.name!r}."
                 )
@@ -368,6 +382,25 @@ def apply_targets(
         segment_diff = plan.segment_diffs.get(segment.id)
         if klaviyo_id and segment_diff is not None and segment_diff.joined:
             check_segment_flows(klaviyo, config, klaviyo_id)
+    return FoundTargets(state, diffs, list_ids, segment_ids)
+
+
+def apply_targets(
+    log: Logger,
+    klaviyo: KlaviyoHook,
+    files: TargetFiles,
+    config: SyncConfig,
+    targets: TargetPlan,
+    plan: SyncPlan,
+    check_list_flows: Callable[[str], None],
+) -> None:
+    """Find or create the lists and Klaviyo segments, check their flows, then record them and the list diffs.
+
+    Every flow check runs before anything is created, renamed or redefined (:func:`find_targets`). A look-up
+    by name comes before a create: neither create is idempotent, so a retried task never makes a second one.
+    """
+    found = find_targets(log, klaviyo, config, targets, plan, check_list_flows)
+    state, diffs, list_ids, segment_ids = found.state, found.diffs, found.list_ids, found.segment_ids
 
     for segment in targets.lists:
         name = target_name(config.segment_list_prefix, segment.name)

@@ -269,6 +269,41 @@ def test_a_segment_deleted_in_nosto_is_skipped_by_its_list_and_klaviyo_segment_w
     assert writes(klaviyo, mark) == []
 
 
+def test_a_dry_run_says_in_the_real_runs_words_that_flows_on_targets_would_stop_it(
+    klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": True,
+        "klaviyo_segments": True,
+        "klaviyo_pool_slots": 1,
+    }
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
+    run_sync(config)
+    flows = {
+        "Nosto list: VIP": [{"id": "FLOW1", "name": "VIP list welcome", "status": "live"}],
+        "Nosto: VIP": [{"id": "FLOW2", "name": "VIP segment welcome", "status": "live"}],
+    }
+    requests.put(f"{klaviyo.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": ["VIP"]})
+
+    # The real run stops on the list's flow and, once that flow is allowed, on the Klaviyo segment's.
+    for allowed, flow in (([], "VIP list welcome"), (["FLOW1"], "VIP segment welcome")):
+        defaults = {**config, "allowed_flows": allowed}
+        mark = len(klaviyo.requests_log())
+        capsys.readouterr()
+        NostoSegmentSyncOperator(
+            task_id="plan_sync", config_variable="", defaults=defaults, dry_run=True
+        ).execute({})  # type: ignore[arg-type]
+        dry_run_log = capsys.readouterr().out
+        assert writes(klaviyo, mark) == []
+
+        with pytest.raises(KlaviyoConfigError, match=flow) as stopped:
+            run_sync(defaults)
+        assert f"A real run would stop: {stopped.value}" in dry_run_log
+
+
 def test_a_key_without_segments_write_gets_an_error_naming_the_scope(
     klaviyo: Sandbox, tmp_path: Path
 ) -> None:
