@@ -17,12 +17,12 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_klaviyo_nosto.config import SyncConfig
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoPermissionError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.state_store import StateStore
 from airflow_provider_klaviyo_nosto.sync.model import Segment
 from airflow_provider_klaviyo_nosto.sync.plan import SyncPlan
-from airflow_provider_klaviyo_nosto.sync.state import AppliedState
+from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
 from airflow_provider_klaviyo_nosto.sync.targets import (
     LIST_DIFF_PREFIX,
     MEMBERS_DIR,
@@ -32,6 +32,7 @@ from airflow_provider_klaviyo_nosto.sync.targets import (
     RememberedSegment,
     TargetState,
     contains_definition,
+    deleted_entries,
     desired_members,
     dump_list_diff,
     dump_members,
@@ -165,28 +166,54 @@ def plan_targets(
     *,
     dry_run: bool,
     reconcile_lists: bool = False,
+    deleted: Mapping[str, SegmentState] | None = None,
 ) -> TargetPlan:
     """Decide which segment lists and Klaviyo segments this run keeps, and each list's membership diff.
 
     A list whose confirmed membership is unknown (never filled, or the previous run's update of it did not
-    finish) is reconciled against what Klaviyo holds instead of diffed.
+    finish) is reconciled against what Klaviyo holds instead of diffed. A segment deleted in Nosto but still
+    named in ``segment_lists`` or ``klaviyo_segments`` is skipped with a warning, as if taken out of them.
 
     :param reconcile_lists: compare every list with what Klaviyo holds (a full resync).
+    :param deleted: the configured segments that were deleted in Nosto, by id, as last applied.
     """
+    # A segment named in these options keeps being found under its last applied name after a rename.
+    synced_names = {
+        name: segment_id
+        for segment_id, state in applied.segments.items()
+        for name in (*state.former_names, state.name)
+    }
+    deleted = deleted or {}
+    deleted_keys = {
+        name: segment_id
+        for segment_id, state in deleted.items()
+        for name in (*state.former_names, state.name)
+    } | {segment_id: segment_id for segment_id in deleted}
     try:
-        # A segment named in these options keeps being found under its last applied name after a rename.
-        synced_names = {
-            name: segment_id
-            for segment_id, state in applied.segments.items()
-            for name in (*state.former_names, state.name)
-        }
-        lists = select_segments(config.segment_lists, chosen, "segment_lists", synced_names)
-        segments = select_segments(config.klaviyo_segments, chosen, "klaviyo_segments", synced_names)
+        lists = select_segments(config.segment_lists, chosen, "segment_lists", synced_names, deleted_keys)
+        segments = select_segments(
+            config.klaviyo_segments, chosen, "klaviyo_segments", synced_names, deleted_keys
+        )
         if segments:
             contains_definition(config.property_name, "")
     except ValueError as err:
         raise KlaviyoConfigError(f"In the sync configuration: {err}.") from None
-    _refuse_colliding_list_names(config, lists)
+    for key, option, target in (
+        ("segment_lists", config.segment_lists, "Klaviyo list"),
+        ("klaviyo_segments", config.klaviyo_segments, "Klaviyo segment"),
+    ):
+        for entry, segment_id in deleted_entries(option, chosen, deleted_keys, synced_names).items():
+            log.warning(
+                "Segment %r (%s) was deleted in Nosto but is still named in %r: it is skipped, and its %s is "
+                "left as it is and no longer updated. Remove %r from %r in the sync configuration.",
+                deleted[segment_id].name,
+                segment_id,
+                key,
+                target,
+                entry,
+                key,
+            )
+    _refuse_colliding_names(config, lists, segments)
 
     remembered = files.load()
     changes = [change for key_changes in plan.changes_by_key.values() for change in key_changes]
@@ -237,46 +264,76 @@ def plan_targets(
     return targets
 
 
-def _refuse_colliding_list_names(config: SyncConfig, lists: Sequence[Segment]) -> None:
-    """Stop when a segment list would be named like the address book or like another segment's list.
+def _refuse_colliding_names(
+    config: SyncConfig, lists: Sequence[Segment], segments: Sequence[Segment]
+) -> None:
+    """Stop when a segment list would be named like the address book, or two targets of a kind share a name.
 
     A list found by name is made to hold exactly its segment's members, so a shared name would empty the
-    address book of everyone outside the segment, or make two segments fight over one list.
+    address book of everyone outside the segment, or make two segments fight over one list. Two Klaviyo
+    segments with one name would both be created, and the next run could not tell which one is whose.
     """
-    by_name: dict[str, list[str]] = {}
-    for segment in lists:
-        by_name.setdefault(target_name(config.segment_list_prefix, segment.name), []).append(segment.id)
-    if config.list_name in by_name:
+    list_names = _ids_by_target_name(config.segment_list_prefix, lists)
+    if config.list_name in list_names:
         raise KlaviyoConfigError(
-            f"The segment list of segment {', '.join(by_name[config.list_name])} would be named "
+            f"The segment list of segment {', '.join(list_names[config.list_name])} would be named "
             f"{config.list_name!r}, the name of the address book list ('list_name'); it would remove everyone "
             "outside the segment from the address book. Choose another 'segment_list_prefix' (or list_name)."
         )
-    shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
-    if shared:
-        described = "; ".join(
-            f"{name!r} for segments {', '.join(ids)}" for name, ids in sorted(shared.items())
-        )
-        raise KlaviyoConfigError(
-            f"Several segment lists would have one name ({described}): Nosto has segments with the same name. "
-            "Rename them in Nosto, or keep only one of them in 'segment_lists'."
-        )
+    for kind, key, by_name in (
+        ("segment lists", "segment_lists", list_names),
+        (
+            "Klaviyo segments",
+            "klaviyo_segments",
+            _ids_by_target_name(config.klaviyo_segment_prefix, segments),
+        ),
+    ):
+        shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
+        if shared:
+            described = "; ".join(
+                f"{name!r} for segments {', '.join(ids)}" for name, ids in sorted(shared.items())
+            )
+            raise KlaviyoConfigError(
+                f"Several {kind} would have one name ({described}): Nosto has segments with the same name. "
+                f"Rename them in Nosto, or keep only one of them in {key!r}."
+            )
 
 
-def apply_targets(
+def _ids_by_target_name(prefix: str, segments: Sequence[Segment]) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for segment in segments:
+        by_name.setdefault(target_name(prefix, segment.name), []).append(segment.id)
+    return by_name
+
+
+@dataclass
+class FoundTargets:
+    """The lists and Klaviyo segments :func:`find_targets` found in Klaviyo, by Nosto segment id.
+
+    :param state: what ``targets.json`` remembers, without the Klaviyo segments that no longer exist.
+    :param diffs: each list's membership diff; a list that is new or found by name is reconciled.
+    :param list_ids: the existing list of each segment, ``None`` when it is to be created.
+    :param segment_ids: the existing Klaviyo segment of each segment, ``None`` when it is to be created.
+    """
+
+    state: TargetState
+    diffs: dict[str, ListDiff]
+    list_ids: dict[str, str | None]
+    segment_ids: dict[str, str | None]
+
+
+def find_targets(
     log: Logger,
     klaviyo: KlaviyoHook,
-    files: TargetFiles,
     config: SyncConfig,
     targets: TargetPlan,
     plan: SyncPlan,
     check_list_flows: Callable[[str], None],
-) -> None:
-    """Find or create the lists and Klaviyo segments, check their flows, then record them and the list diffs.
+) -> FoundTargets:
+    """Find the lists and Klaviyo segments that exist, and stop if adding to them would trigger a flow.
 
-    Every flow check runs before anything is created, renamed or redefined. A remembered id wins over a name
-    look-up, which comes before a create: Klaviyo keeps neither list nor segment names unique and neither
-    create is idempotent, so a retried task never makes a second one.
+    Reads only, so a dry run uses it to say what would stop the real run. A remembered id wins over a name
+    look-up: Klaviyo keeps neither list nor segment names unique.
     """
     state = TargetState(dict(targets.remembered.lists), dict(targets.remembered.segments))
     diffs = dict(targets.list_diffs)
@@ -296,7 +353,7 @@ def apply_targets(
         if list_id is None:
             found = klaviyo.find_lists_by_name(name)
             if len(found) > 1:
-                raise KlaviyoError(
+                raise KlaviyoConfigError(
                     f"{len(found)} Klaviyo lists are named {name!r} (ids {', '.join(found)}): delete or rename all "
                     f"but one of them, so that the sync knows which one is the list of segment {segment.name!r}."
                 )
@@ -325,6 +382,25 @@ def apply_targets(
         segment_diff = plan.segment_diffs.get(segment.id)
         if klaviyo_id and segment_diff is not None and segment_diff.joined:
             check_segment_flows(klaviyo, config, klaviyo_id)
+    return FoundTargets(state, diffs, list_ids, segment_ids)
+
+
+def apply_targets(
+    log: Logger,
+    klaviyo: KlaviyoHook,
+    files: TargetFiles,
+    config: SyncConfig,
+    targets: TargetPlan,
+    plan: SyncPlan,
+    check_list_flows: Callable[[str], None],
+) -> None:
+    """Find or create the lists and Klaviyo segments, check their flows, then record them and the list diffs.
+
+    Every flow check runs before anything is created, renamed or redefined (:func:`find_targets`). A look-up
+    by name comes before a create: neither create is idempotent, so a retried task never makes a second one.
+    """
+    found = find_targets(log, klaviyo, config, targets, plan, check_list_flows)
+    state, diffs, list_ids, segment_ids = found.state, found.diffs, found.list_ids, found.segment_ids
 
     for segment in targets.lists:
         name = target_name(config.segment_list_prefix, segment.name)
@@ -393,14 +469,29 @@ def _existing_segment(
             del state.segments[segment.id]
         name = target_name(config.klaviyo_segment_prefix, segment.name)
         found = klaviyo.find_segment_by_name(name)
+        resource = klaviyo.get_segment(found) if found else None
     except KlaviyoPermissionError as err:
         raise KlaviyoConfigError(
             "The Klaviyo key cannot read segments (it needs the scopes 'segments:read' and 'segments:write'). "
             "Add them to the private key, or set klaviyo_segments=false in the sync configuration."
         ) from err
-    if found:
+    if not found:
+        return None
+    definition = ((resource or {}).get("attributes") or {}).get("definition")
+    if definition == contains_definition(config.property_name, segment.name):
         log.info(
             "Using the existing Klaviyo segment %r (%s) for Nosto segment %r.", name, found, segment.name
+        )
+    else:
+        log.warning(
+            "Using the existing Klaviyo segment %r (%s) for Nosto segment %r, but its definition differs from "
+            "the sync's (%s contains %r) and is left as it is, so it may select other profiles. Change its "
+            "definition in Klaviyo, or delete it and the next run creates it.",
+            name,
+            found,
+            segment.name,
+            config.property_name,
+            segment.name,
         )
     return found
 

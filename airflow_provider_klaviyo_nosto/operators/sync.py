@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Collection, Container, Mapping, Sequence
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.providers.common.compat.sdk import BaseOperator, Variable, conf
 
 from airflow_provider_klaviyo_nosto.config import SyncConfig
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoPermissionError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
 from airflow_provider_klaviyo_nosto.operators.segment_targets import (
     TargetFiles,
+    TargetPlan,
     apply_targets,
+    find_targets,
     firing_flow_names,
     plan_targets,
 )
@@ -204,9 +207,10 @@ class NostoSegmentSyncOperator(BaseOperator):
             plan,
             dry_run=dry_run,
             reconcile_lists=full_resync,
+            deleted=self.deleted_segments,
         )
         if dry_run:
-            self.dry_run_checks(klaviyo, config, applied, plan, migration)
+            self.dry_run_checks(klaviyo, config, applied, plan, migration, targets, full_resync=full_resync)
             self.log.info("Dry run: nothing was written to Klaviyo or to the applied state.")
             return self.push_specs(
                 plan,
@@ -218,7 +222,7 @@ class NostoSegmentSyncOperator(BaseOperator):
                 clear_property=clear_property,
             )
 
-        if plan.unchanged and not migration.needed and not targets.has_work(config):
+        if _nothing_to_write(plan, migration, targets, config):
             self.log.info(
                 "The export matches what was last applied for every chosen segment: nothing to write."
             )
@@ -228,7 +232,7 @@ class NostoSegmentSyncOperator(BaseOperator):
 
         klaviyo = klaviyo or self.klaviyo_hook(config)
         list_id = self.ensure_address_book_list(klaviyo, config, applied, full_resync=full_resync)
-        if plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values()):
+        if _joining(plan):
             self.check_flows(klaviyo, config, list_id)
         if migration.old_list_name and list_id == applied.list_id:
             self.rename_address_book_list(klaviyo, config, list_id, migration.old_list_name)
@@ -520,14 +524,34 @@ class NostoSegmentSyncOperator(BaseOperator):
         Find the address-book list, creating it only when absent, and remember its id.
 
         Klaviyo does not make list names unique and ``POST /api/lists`` is not idempotent, so a remembered id
-        always wins over a look-up by name, and a look-up by name always comes before a create. A list
-        deleted in Klaviyo stops the run, unless it is a full resync, which finds or creates it again.
+        always wins over a look-up by name, and a look-up by name always comes before a create.
+        """
+        found = self.find_address_book_list(klaviyo, config, applied, full_resync=full_resync)
+        if found:
+            return found
+        created = klaviyo.create_list(config.list_name)
+        self.log.info("Created the Klaviyo list %r (%s).", config.list_name, created)
+        return created
+
+    def find_address_book_list(
+        self,
+        klaviyo: KlaviyoHook,
+        config: SyncConfig,
+        applied: AppliedState,
+        *,
+        full_resync: bool = False,
+    ) -> str | None:
+        """
+        The address-book list's id: the remembered one, else the list with the configured name, else ``None``.
+
+        Reads only. A list deleted in Klaviyo stops the run, unless it is a full resync, which finds or creates
+        it again.
         """
         if applied.list_id:
             if klaviyo.get_list(applied.list_id) is not None:
                 return applied.list_id
             if not full_resync:
-                raise KlaviyoError(
+                raise KlaviyoConfigError(
                     f"The Klaviyo list {applied.list_id} ({applied.list_name!r}) that this sync writes to no "
                     "longer exists. Trigger one run with the param full_resync=true: it compares with what "
                     f"Klaviyo holds, uses the list named {config.list_name!r} or creates it, and adds every "
@@ -542,10 +566,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         found = klaviyo.find_list_by_name(config.list_name)
         if found:
             self.log.info("Using the existing Klaviyo list %r (%s).", config.list_name, found)
-            return found
-        created = klaviyo.create_list(config.list_name)
-        self.log.info("Created the Klaviyo list %r (%s).", config.list_name, created)
-        return created
+        return found
 
     def rename_address_book_list(
         self, klaviyo: KlaviyoHook, config: SyncConfig, list_id: str, old_name: str
@@ -626,8 +647,12 @@ class NostoSegmentSyncOperator(BaseOperator):
         applied: AppliedState,
         plan: SyncPlan,
         migration: Migration,
+        targets: TargetPlan,
+        *,
+        full_resync: bool,
     ) -> None:
-        """Say what would stop or change a real run: flows that would fire, a list rename, a property move."""
+        """Say what would stop or change a real run: a list rename, a property move, and, in the real run's
+        words, a deleted address-book list or a flow that would fire. Reads Klaviyo, writes nothing."""
         if migration.old_list_name:
             self.log.info(
                 "Dry run: would rename the Klaviyo list %s from %r to %r.",
@@ -641,16 +666,28 @@ class NostoSegmentSyncOperator(BaseOperator):
                 config.property_name,
                 migration.old_property,
             )
-        joining = plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values())
-        if not (joining and config.check_flows):
-            return
-        klaviyo = klaviyo or self.klaviyo_hook(config)
-        list_id = applied.list_id if applied.list_id and klaviyo.get_list(applied.list_id) else None
-        list_id = list_id or klaviyo.find_list_by_name(config.list_name)
-        if list_id is None:
-            return
+        if _nothing_to_write(plan, migration, targets, config):
+            return  # the real run would stop at nothing
+        hook = klaviyo or self.klaviyo_hook(config)
+        with self.reported_as_stopping():
+            list_id = self.find_address_book_list(hook, config, applied, full_resync=full_resync)
+            if list_id and _joining(plan):
+                self.check_flows(hook, config, list_id)
+        with self.reported_as_stopping():
+            find_targets(
+                self.log,
+                hook,
+                config,
+                targets,
+                plan,
+                lambda segment_list_id: self.check_flows(hook, config, segment_list_id),
+            )
+
+    @contextlib.contextmanager
+    def reported_as_stopping(self) -> Iterator[None]:
+        """In a dry run: log the error that would stop the real run, instead of failing."""
         try:
-            self.check_flows(klaviyo, config, list_id)
+            yield
         except KlaviyoConfigError as err:
             self.log.warning("A real run would stop: %s", err)
 
@@ -824,6 +861,16 @@ class _Either:
 
     def __contains__(self, item: object) -> bool:
         return item in self.first or item in self.second
+
+
+def _nothing_to_write(plan: SyncPlan, migration: Migration, targets: TargetPlan, config: SyncConfig) -> bool:
+    """Whether a real run would end after planning, without reading or writing Klaviyo."""
+    return plan.unchanged and not migration.needed and not targets.has_work(config)
+
+
+def _joining(plan: SyncPlan) -> bool:
+    """Whether the plan adds contacts to the address book or to a segment (which may fire flows)."""
+    return bool(plan.address_book.joined or any(diff.joined for diff in plan.segment_diffs.values()))
 
 
 def _as_bool(value: bool | str, name: str) -> bool:

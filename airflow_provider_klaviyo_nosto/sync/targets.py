@@ -89,6 +89,7 @@ def select_segments(
     chosen: Sequence[Segment],
     key: str,
     previous_names: Mapping[str, str] | None = None,
+    deleted: Mapping[str, str] | None = None,
 ) -> list[Segment]:
     """Return the chosen segments an option applies to: ``True`` = all, a list = those ids or names.
 
@@ -97,14 +98,45 @@ def select_segments(
     :param key: the option's name, for the error.
     :param previous_names: name last applied -> segment id, so that a segment named in the option keeps
         being found after it is renamed in Nosto (current ids and names win).
+    :param deleted: id or name -> id of segments deleted in Nosto; entries naming them are skipped (see
+        :func:`deleted_entries`).
     :raises ValueError: when the list names a segment that is not chosen.
     """
     if option is True:
         return list(chosen)
     if not option:
         return []
+    by_key = _by_key(chosen, previous_names)
+    unknown = [item for item in option if item not in by_key and item not in (deleted or {})]
+    if unknown:
+        raise ValueError(
+            f"{key!r} names {', '.join(map(repr, unknown))}, which is not among the chosen 'segments'; "
+            "list chosen segment ids (or names), or set it to true for all of them"
+        )
+    picked = {by_key[item].id: by_key[item] for item in option if item in by_key}
+    return sorted(picked.values(), key=lambda segment: segment.id)
+
+
+def deleted_entries(
+    option: bool | Sequence[str],
+    chosen: Sequence[Segment],
+    deleted: Mapping[str, str],
+    previous_names: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The entries of an option's list that name a segment deleted in Nosto (and no chosen one): entry -> id.
+
+    :param deleted: id or name -> id of the segments deleted in Nosto.
+    """
+    if isinstance(option, bool):
+        return {}
+    by_key = _by_key(chosen, previous_names)
+    return {item: deleted[item] for item in option if item not in by_key and item in deleted}
+
+
+def _by_key(chosen: Sequence[Segment], previous_names: Mapping[str, str] | None) -> dict[str, Segment]:
+    """Every id and name an option may name a chosen segment by; current ids, then current names, win."""
     by_id = {segment.id: segment for segment in chosen}
-    by_key = (
+    return (
         {
             name: by_id[segment_id]
             for name, segment_id in (previous_names or {}).items()
@@ -113,14 +145,6 @@ def select_segments(
         | by_id
         | {segment.name: segment for segment in chosen}
     )
-    unknown = [item for item in option if item not in by_key]
-    if unknown:
-        raise ValueError(
-            f"{key!r} names {', '.join(map(repr, unknown))}, which is not among the chosen 'segments'; "
-            "list chosen segment ids (or names), or set it to true for all of them"
-        )
-    picked = {by_key[item].id: by_key[item] for item in option}
-    return sorted(picked.values(), key=lambda segment: segment.id)
 
 
 def target_name(prefix: str, segment_name: str) -> str:

@@ -91,6 +91,28 @@ def test_key_without_flows_read_stops_naming_the_scope_and_the_switch(runner: Sy
     assert email(100) in runner.klaviyo().members()
 
 
+def test_dry_run_says_in_the_real_runs_words_that_a_deleted_list_would_stop_it(
+    runner: SyncRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner.nosto(CATALOGUE, FIRST)
+    runner.run()
+    (book,) = runner.klaviyo().lists_named(LIST_NAME)
+    assert runner.klaviyo_api("DELETE", f"/api/lists/{book['id']}").status_code == 204
+    runner.nosto(CATALOGUE, {**FIRST, email(100): ["Loyal Customers"]})
+    mark = runner.request_mark()
+    before = state_files(runner)
+    capsys.readouterr()
+
+    runner.plan(dry_run=True)
+
+    dry_run_log = capsys.readouterr().out
+    assert runner.write_calls_since(mark) == []
+    assert state_files(runner) == before
+    with pytest.raises(KlaviyoConfigError, match="full_resync=true") as stopped:
+        runner.plan()
+    assert f"A real run would stop: {stopped.value}" in dry_run_log
+
+
 # -- removal guard -----------------------------------------------------------------------------------
 
 

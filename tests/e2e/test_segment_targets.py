@@ -213,6 +213,97 @@ def test_a_flow_on_a_segment_list_stops_the_run_before_writing(klaviyo: Sandbox,
     assert [item["name"] for item in klaviyo.state()["lists"]] == ["Nosto list: VIP", "Nosto Customers"]
 
 
+def test_a_segment_deleted_in_nosto_is_skipped_by_its_list_and_klaviyo_segment_with_a_warning(
+    klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "segments": [segment["id"] for segment in CATALOGUE],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": [VIP["id"], KOMBAI["id"]],
+        "klaviyo_segments": [VIP["name"]],
+        "klaviyo_pool_slots": 1,
+        "removal_threshold": 1.0,
+    }
+    nosto_serves(
+        klaviyo,
+        CATALOGUE,
+        {"a@example.com": ["VIP", "Category affinity: Kombai"], "b@example.com": ["VIP"]},
+    )
+    run_sync(config)
+    before = klaviyo.state()
+
+    # VIP is deleted in Nosto; the configuration still names it in all three options.
+    nosto_serves(
+        klaviyo,
+        [KOMBAI, LOYAL],
+        {
+            "a@example.com": ["Category affinity: Kombai"],
+            "b@example.com": [],
+            "c@example.com": ["Category affinity: Kombai"],
+        },
+    )
+    capsys.readouterr()
+    run_sync(config)
+
+    state = klaviyo.state()
+    values = {profile["email"]: profile["properties"]["nosto_segment"] for profile in state["profiles"]}
+    assert values == {
+        "a@example.com": ["Category affinity: Kombai"],
+        "b@example.com": [],
+        "c@example.com": ["Category affinity: Kombai"],
+    }
+    assert list_members(state, "Nosto list: Category affinity: Kombai") == {"a@example.com", "c@example.com"}
+    # The deleted segment's list and Klaviyo segment are left as they are.
+    assert list_members(state, "Nosto list: VIP") == {"a@example.com", "b@example.com"}
+    assert state["segments"] == before["segments"]
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "was deleted in Nosto" in line]
+    assert len(warnings) == 2
+    assert all("[warning" in line and f"'VIP' ({VIP['id']})" in line for line in warnings)
+    assert "in 'segment_lists': it is skipped, and its Klaviyo list is left as it is" in warnings[0]
+    assert "in 'klaviyo_segments': it is skipped, and its Klaviyo segment is left as it is" in warnings[1]
+
+    # Until the configuration is edited, every run warns again and writes nothing.
+    mark = len(klaviyo.requests_log())
+    run_sync(config)
+    assert len([line for line in capsys.readouterr().out.splitlines() if "was deleted in Nosto" in line]) == 2
+    assert writes(klaviyo, mark) == []
+
+
+def test_a_dry_run_says_in_the_real_runs_words_that_flows_on_targets_would_stop_it(
+    klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": True,
+        "klaviyo_segments": True,
+        "klaviyo_pool_slots": 1,
+    }
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
+    run_sync(config)
+    flows = {
+        "Nosto list: VIP": [{"id": "FLOW1", "name": "VIP list welcome", "status": "live"}],
+        "Nosto: VIP": [{"id": "FLOW2", "name": "VIP segment welcome", "status": "live"}],
+    }
+    requests.put(f"{klaviyo.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": ["VIP"]})
+
+    # The real run stops on the list's flow and, once that flow is allowed, on the Klaviyo segment's.
+    for allowed, flow in (([], "VIP list welcome"), (["FLOW1"], "VIP segment welcome")):
+        defaults = {**config, "allowed_flows": allowed}
+        mark = len(klaviyo.requests_log())
+        capsys.readouterr()
+        NostoSegmentSyncOperator(
+            task_id="plan_sync", config_variable="", defaults=defaults, dry_run=True
+        ).execute({})  # type: ignore[arg-type]
+        dry_run_log = capsys.readouterr().out
+        assert writes(klaviyo, mark) == []
+
+        with pytest.raises(KlaviyoConfigError, match=flow) as stopped:
+            run_sync(defaults)
+        assert f"A real run would stop: {stopped.value}" in dry_run_log
+
+
 def test_a_key_without_segments_write_gets_an_error_naming_the_scope(
     klaviyo: Sandbox, tmp_path: Path
 ) -> None:

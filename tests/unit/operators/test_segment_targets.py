@@ -112,3 +112,40 @@ def test_a_renamed_nosto_segment_updates_the_klaviyo_segment_it_made(hook: mock.
     )
     hook.create_segment.assert_not_called()
     assert files.load().segments[VIP.id] == RememberedSegment("S1", "Nosto: VIP", "VIP", "nosto_segment")
+
+
+@pytest.mark.parametrize(
+    ("definition", "level"),
+    [
+        (contains_definition("nosto_segment", "VIP"), logging.INFO),
+        (contains_definition("tier", "gold"), logging.WARNING),
+    ],
+    ids=["same-definition", "other-definition"],
+)
+def test_a_klaviyo_segment_found_by_name_is_adopted_as_it_is_with_a_warning_when_it_differs(
+    hook: mock.Mock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    definition: dict[str, object],
+    level: int,
+) -> None:
+    hook.find_segment_by_name.return_value = "S7"
+    hook.get_segment.return_value = {
+        "id": "S7",
+        "attributes": {"name": "Nosto: VIP", "definition": definition},
+    }
+    files = TargetFiles(f"file://{tmp_path}")
+    caplog.set_level(logging.INFO, logger=LOG.name)
+
+    apply_targets(
+        LOG, hook, files, SyncConfig(), targets(TargetState(), lists=False, segments=True), plan(), print
+    )
+
+    hook.create_segment.assert_not_called()
+    hook.update_segment.assert_not_called()
+    assert files.load().segments[VIP.id].id == "S7"
+    (record,) = [r for r in caplog.records if "'Nosto: VIP' (S7)" in r.getMessage()]
+    assert record.levelno == level
+    if level == logging.WARNING:
+        assert "its definition differs" in record.getMessage()
+        assert "left as it is" in record.getMessage()

@@ -36,3 +36,18 @@ def test_two_segment_lists_with_one_name_stop_before_writing(world: SyncWorld) -
 
     for write in KLAVIYO_WRITES:
         getattr(world.klaviyo, write).assert_not_called()
+
+
+def test_two_klaviyo_segments_with_one_name_stop_before_writing(world: SyncWorld) -> None:
+    # Both would be created as 'Nosto: vip', and a later run could not tell which one is whose.
+    world.nosto.get_segments.return_value = [VIP, Segment(NEW.id, VIP.name)]
+    world.configure(klaviyo_segments=True)
+    world.export({ANA: ["vip"], BOB: []})
+
+    with pytest.raises(
+        KlaviyoConfigError, match=f"Klaviyo segments.*'Nosto: vip' for segments {VIP.id}, {NEW.id}"
+    ):
+        world.sync()
+
+    for write in (*KLAVIYO_WRITES, "create_segment"):
+        getattr(world.klaviyo, write).assert_not_called()

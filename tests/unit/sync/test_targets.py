@@ -15,6 +15,7 @@ from airflow_provider_klaviyo_nosto.sync.targets import (
     RememberedSegment,
     TargetState,
     contains_definition,
+    deleted_entries,
     desired_members,
     dump_list_diff,
     dump_members,
@@ -50,6 +51,23 @@ def test_select_segments(option: bool | tuple[str, ...], expected: list[Segment]
 def test_select_segments_refuses_a_segment_that_is_not_chosen() -> None:
     with pytest.raises(ValueError, match=r"'segment_lists' names '999'.*not among the chosen 'segments'"):
         select_segments(("101", "999"), CHOSEN, "segment_lists")
+
+
+def test_an_entry_naming_a_segment_deleted_in_nosto_is_skipped_and_reported() -> None:
+    # Segment 103 'Loyal' was deleted in Nosto; the option still names it, by id and by its last name.
+    deleted = {"103": "103", "Loyal": "103"}
+    option = ("101", "103", "Loyal")
+
+    assert select_segments(option, CHOSEN, "segment_lists", deleted=deleted) == [VIP]
+    assert deleted_entries(option, CHOSEN, deleted) == {"103": "103", "Loyal": "103"}
+    assert deleted_entries(True, CHOSEN, deleted) == {}
+
+
+def test_a_chosen_segment_wins_over_a_deleted_one_of_the_same_name() -> None:
+    deleted = {"103": "103", "VIP": "103"}
+
+    assert select_segments(("VIP",), CHOSEN, "segment_lists", deleted=deleted) == [VIP]
+    assert deleted_entries(("VIP",), CHOSEN, deleted) == {}
 
 
 def test_target_name_is_the_prefix_then_the_nosto_name() -> None:
