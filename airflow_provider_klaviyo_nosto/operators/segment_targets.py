@@ -601,7 +601,9 @@ class KlaviyoSegmentListOperator(BaseOperator):
             return {}
         spec = specs[0]
         if spec["dry_run"]:
-            self.log.info("Dry run: no segment list is changed.")
+            self.log.info(
+                "Dry run: no segment list was changed; plan_sync's log says what a real run would change."
+            )
             return {}
         generation, state_uri = int(spec["generation"]), str(spec["state_uri"])
         store = StateStore(state_uri)
