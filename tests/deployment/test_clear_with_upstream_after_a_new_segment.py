@@ -125,22 +125,23 @@ def test_a_push_cleared_with_upstream_after_a_segment_was_added_pushes_each_segm
     assert [ti["rendered_map_index"] for ti in pushes] == names
     assert [spec["segment_name"] for spec in specs] == names
     assert {ti["state"] for ti in pushes} == {"success"}
-    summaries = [deployment.xcom(run_id, PUSH, ti["map_index"]) for ti in pushes]
-    for spec, summary in zip(specs, summaries, strict=True):
+    # Each instance ran its own spec. (Its summary's counts are not asserted: Airflow sometimes runs a push
+    # that resumed from its deferral once more, and that try finds its diff applied: "nothing_to_do".)
+    for spec, ti in zip(specs, pushes, strict=True):
+        summary = deployment.xcom(run_id, PUSH, ti["map_index"])
         assert (summary["segment_id"], summary["generation"]) == (spec["segment_id"], spec["generation"])
-    # The new segment and the failed one write their contacts; the one applied in run 1, and the address
-    # book, have nothing left to do in the new plan: nothing is written again.
-    assert summaries[0]["written"] > 0
-    assert summaries[1]["written"] > 0
-    assert (summaries[2]["outcome"], summaries[3]["outcome"]) == ("nothing_to_do", "nothing_to_do")
+    # The segment applied in run 1, and the address book, have nothing left to do in the new plan.
+    assert [spec["contacts_to_write"] for spec in specs[2:]] == [0, 0]
 
     chosen = {new["name"], failing["name"], other["name"]}
     expected = expected_from_export(data / "export.jsonl.gz", chosen)
-    # Nothing imported twice: after the clear, each contact is written at most once, and only if what
-    # Klaviyo held after run 1 differs from its final value (in the address book, with its segments).
+    # Nothing imported twice: after the clear, each contact is written at most once, and exactly the
+    # contacts whose state in Klaviyo after run 1 (in the address book, with their segments) was not their
+    # final one: the failed segment's, and the new segment's members.
     writes = Counter(canonical_email(write["email"]) for write in sandbox.writes(write_mark))
-    assert max(writes.values()) == 1
-    rewritten = {email for email in writes if after_first.get(email) == (True, expected.values.get(email))}
-    assert rewritten == set()
+    assert set(writes.values()) == {1}
+    behind = {email for email, value in expected.values.items() if after_first.get(email) != (True, value)}
+    assert set(writes) == behind
+    assert all({new["name"], failing["name"]} & set(expected.values[email]) for email in writes)
 
     assert_klaviyo_matches(sandbox.state(), expected)
