@@ -6,6 +6,7 @@ where each file goes and how it is written, so that the pure core never touches 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -198,7 +199,9 @@ class StateStore:
                     for path in folder.iterdir():
                         path.unlink(missing_ok=True)
                         removed += 1
-                    folder.rmdir()
+                    # An object store (S3, GCS) has no folders: there the prefix went with its last file.
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        folder.rmdir()
         progress = self.root / "progress"
         if progress.exists():
             for path in progress.iterdir():
