@@ -35,6 +35,7 @@ from sandbox.runner import running_sandbox
 from tests.e2e.conftest import Sandbox
 from tests.e2e.expected import ExpectedKlaviyo, expected_from_export, export_emails
 from tests.e2e.test_sync_end_to_end import assert_klaviyo_matches, assert_protocol_clean
+from tests.faults.dag_runs import SyncedAccount, synced_account
 
 try:
     from airflow.sdk.exceptions import TaskDeferred
@@ -222,6 +223,16 @@ def world(
     # Written back so that a failing test still shows its log.
     sys.stdout.write(captured.out)
     assert_no_secret_or_email(world, lines, records, export_emails(fault_data / "export.jsonl.gz"))
+
+
+@pytest.fixture(scope="module")
+def account(
+    fault_sandbox: Sandbox, fault_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SyncedAccount]:
+    """For the DAG-run modules: an account their first DAG run synced, serving the next day's export."""
+    yield synced_account(fault_sandbox, fault_data, tmp_path_factory.mktemp("dag-account"))
+    fault_sandbox.clear_faults()
+    requests.delete(f"{fault_sandbox.nosto}/__sandbox/faults", timeout=30).raise_for_status()
 
 
 def put_config(sandbox: Sandbox, changes: dict[str, Any]) -> None:

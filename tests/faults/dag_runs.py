@@ -15,9 +15,10 @@ from typing import Any
 
 import requests
 
-from sandbox.harness import DEMO_KLAVIYO_KEY, REPO, AirflowEnvironment
+from sandbox.harness import DEMO_KLAVIYO_KEY, REPO, AirflowEnvironment, evolve_data
 from tests.e2e.conftest import Sandbox
-from tests.e2e.expected import export_emails
+from tests.e2e.expected import ExpectedKlaviyo, expected_from_export, export_emails
+from tests.e2e.test_sync_end_to_end import assert_klaviyo_matches
 
 DAG_FILE = REPO / "dags" / "nosto_klaviyo_segment_sync.py"
 RETRY_DELAY = '"retry_delay": timedelta(minutes=1)'
@@ -131,3 +132,64 @@ def assert_run_leaks_nothing(
         if "[debug" not in line and " DEBUG " not in line and pattern.search(line)
     ]
     assert leaks == [], "an email address appears at INFO or above (shown truncated)"
+
+
+@dataclass
+class SyncedAccount:
+    """An Airflow home whose first DAG run synced ``data``; the sandbox now serves the next day's export."""
+
+    airflow: AirflowEnvironment
+    sandbox: Sandbox
+    data: Path
+    next_day: Path
+    state: Path
+
+    @property
+    def names(self) -> set[str]:
+        return {segment["name"] for segment in json.loads((self.data / "catalogue.json").read_text())}
+
+    def expected(self, data: Path) -> ExpectedKlaviyo:
+        return expected_from_export(data / "export.jsonl.gz", self.names)
+
+    def klaviyo_held(self) -> dict[str, Any]:
+        state = self.sandbox.state()
+        return {"profiles": state["profiles"], "lists": state["lists"]}
+
+    def state_files(self) -> dict[str, bytes]:
+        return {
+            str(path.relative_to(self.state)): path.read_bytes()
+            for path in self.state.rglob("*")
+            if path.is_file()
+        }
+
+    def run(self, conf: dict[str, Any] | None = None) -> tuple[int, str, StoredRun]:
+        """Run the DAG once (with ``conf`` as the run's params) and check that it leaked nothing."""
+        run = self.airflow.run_dag(conf, check=False)
+        output = run.output
+        stored = stored_run(self.airflow)
+        assert_run_leaks_nothing(self.airflow, output, stored, self.next_day / "export.jsonl.gz")
+        assert_run_leaks_nothing(self.airflow, output, stored, self.data / "export.jsonl.gz")
+        return run.returncode, output, stored
+
+
+def synced_account(sandbox: Sandbox, data: Path, root: Path) -> SyncedAccount:
+    """Sync ``data`` with a first DAG run, check it, and serve the next day's export."""
+    airflow = fast_retry_environment(sandbox, data, root)
+    # A short read timeout, so that a delayed answer is a read timeout within seconds.
+    airflow.extra_env["AIRFLOW_CONN_KLAVIYO_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "klaviyo",
+            "host": sandbox.klaviyo,
+            "password": DEMO_KLAVIYO_KEY,
+            "extra": {"timeout": [5, 2]},
+        }
+    )
+    # The next day's export takes up to about 12% from a segment of a few dozen members; half an export
+    # takes about half of every segment.
+    airflow.config["removal_threshold"] = 0.3
+    airflow.run_dag()
+    next_day = evolve_data(data, root / "next-day", seed=32)
+    synced = SyncedAccount(airflow, sandbox, data, next_day, root / "state")
+    assert_klaviyo_matches(sandbox.state(), synced.expected(data))
+    sandbox.load_export(next_day)
+    return synced

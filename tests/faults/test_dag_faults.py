@@ -11,90 +11,20 @@ retries. Every run's output, task logs, XCom and rendered templates are scanned 
 from __future__ import annotations
 
 import gzip
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
-from sandbox.harness import DEMO_KLAVIYO_KEY, AirflowEnvironment, evolve_data
-from tests.e2e.conftest import Sandbox
-from tests.e2e.expected import ExpectedKlaviyo, canonical_email, expected_from_export
+from sandbox.harness import DEMO_KLAVIYO_KEY
+from tests.e2e.expected import canonical_email
 from tests.e2e.test_sync_end_to_end import assert_klaviyo_matches, assert_protocol_clean, writes_by_email
 from tests.faults.conftest import put_config
-from tests.faults.dag_runs import StoredRun, assert_run_leaks_nothing, fast_retry_environment, stored_run
+from tests.faults.dag_runs import SyncedAccount
 
 BULK = "^/api/profile-bulk-import-jobs$"
 JOB = "^/api/profile-bulk-import-jobs/[^/]+$"
-
-
-@dataclass
-class SyncedAccount:
-    """The module's Airflow home, after a first clean run, now serving the next day's export."""
-
-    airflow: AirflowEnvironment
-    sandbox: Sandbox
-    data: Path
-    next_day: Path
-    state: Path
-
-    @property
-    def names(self) -> set[str]:
-        return {segment["name"] for segment in json.loads((self.data / "catalogue.json").read_text())}
-
-    def expected(self, data: Path) -> ExpectedKlaviyo:
-        return expected_from_export(data / "export.jsonl.gz", self.names)
-
-    def klaviyo_held(self) -> dict[str, Any]:
-        state = self.sandbox.state()
-        return {"profiles": state["profiles"], "lists": state["lists"]}
-
-    def state_files(self) -> dict[str, bytes]:
-        return {
-            str(path.relative_to(self.state)): path.read_bytes()
-            for path in self.state.rglob("*")
-            if path.is_file()
-        }
-
-    def run(self) -> tuple[int, str, StoredRun]:
-        run = self.airflow.run_dag(check=False)
-        output = run.output
-        stored = stored_run(self.airflow)
-        export = self.next_day / "export.jsonl.gz"
-        assert_run_leaks_nothing(self.airflow, output, stored, export)
-        assert_run_leaks_nothing(self.airflow, output, stored, self.data / "export.jsonl.gz")
-        return run.returncode, output, stored
-
-
-@pytest.fixture(scope="module")
-def account(
-    fault_sandbox: Sandbox, fault_data: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SyncedAccount]:
-    root = tmp_path_factory.mktemp("dag-faults")
-    airflow = fast_retry_environment(fault_sandbox, fault_data, root)
-    # A short read timeout, so that a delayed answer is a read timeout within seconds.
-    airflow.extra_env["AIRFLOW_CONN_KLAVIYO_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "klaviyo",
-            "host": fault_sandbox.klaviyo,
-            "password": DEMO_KLAVIYO_KEY,
-            "extra": {"timeout": [5, 2]},
-        }
-    )
-    # The next day's export takes up to about 12% from a segment of a few dozen members; half an export
-    # takes about half of every segment.
-    airflow.config["removal_threshold"] = 0.3
-    airflow.run_dag()
-    next_day = evolve_data(fault_data, root / "next-day", seed=32)
-    synced = SyncedAccount(airflow, fault_sandbox, fault_data, next_day, root / "state")
-    assert_klaviyo_matches(fault_sandbox.state(), synced.expected(fault_data))
-    fault_sandbox.load_export(next_day)
-    yield synced
-    fault_sandbox.clear_faults()
-    requests.delete(f"{fault_sandbox.nosto}/__sandbox/faults", timeout=30).raise_for_status()
 
 
 def _revoked_key(account: SyncedAccount) -> None:
