@@ -263,9 +263,10 @@ class KlaviyoSegmentPushOperator(BaseOperator):
             for profile, change in zip(profiles, batch.changes, strict=True):
                 # An existing profile whose stored email differs only in case is written under that spelling.
                 profile["attributes"]["email"] = aliases.get(change.email, change.email)
-                if spec.get("clear_property") and spec["empty_value"] == "empty_list":
-                    # Migrating to another property name: the old property is emptied in the same job.
-                    profile["attributes"]["properties"][spec["clear_property"]] = []
+                if spec["empty_value"] == "empty_list":
+                    # Migrating to another property name: the old properties are emptied in the same job.
+                    for old_property in spec.get("clear_properties", []):
+                        profile["attributes"]["properties"][old_property] = []
             submission = hook.submit_bulk_import(profiles, spec["list_id"] if batch.add_to_list else None)
             rejected = {batch.changes[i].email: reason for i, reason in submission.rejected.items()}
             recorded[str(index)] = {"job_id": submission.job_id, "rejected": rejected}
@@ -368,14 +369,16 @@ class KlaviyoSegmentPushOperator(BaseOperator):
                 hook.unset_profile_property(profile_id, spec["property_name"])
 
     def unset_old_property(self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange]) -> None:
-        """With ``empty_value='unset'``, remove the old property of every contact a migration wrote (one call each)."""
-        old_property = spec.get("clear_property")
-        if not old_property or spec["empty_value"] != "unset":
+        """With ``empty_value='unset'``, remove the old properties of every contact a migration wrote (one call
+        per property and profile)."""
+        old_properties = spec.get("clear_properties", [])
+        if not old_properties or spec["empty_value"] != "unset":
             return
         written = [change.email for change in changes if needs_profile_write(change)]
         for emails in chunked(written, 100):
             for profile_id in hook.get_profile_ids_by_email(emails).values():
-                hook.unset_profile_property(profile_id, old_property)
+                for old_property in old_properties:
+                    hook.unset_profile_property(profile_id, old_property)
 
     def log_summary(self, summary: dict[str, Any], rejected: dict[str, str]) -> None:
         self.log.info(

@@ -71,7 +71,7 @@ class PushSpec(TypedDict):
     left: int
     updated: int
     members_after: int
-    clear_property: str | None
+    clear_properties: list[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,11 +176,21 @@ class NostoSegmentSyncOperator(BaseOperator):
         if full_resync:
             klaviyo = self.klaviyo_hook(config)
             base = self.read_klaviyo(klaviyo, store, config, applied, snapshot, chosen)
-        if migration.old_property:
+        # Properties an unfinished migration moved away from: some contacts still hold their value there.
+        pending = applied.former_properties if any_not_written(applied.contacts) else ()
+        if migration.old_property or (full_resync and pending):
+            # Every contact is written under the new property, emptying the old ones. A full resync reads
+            # only the new property, so it cannot tell which contacts a pending migration has not written.
             base = dataclasses.replace(base, contacts=mark_not_written(base.contacts))
-        # The old property is emptied by every run that writes a contact the migration has not written yet.
-        clear_property = migration.old_property or (
-            applied.former_property if any_not_written(base.contacts) else None
+        # The old properties are emptied by every run that writes a contact a migration has not written yet.
+        clear_properties = (
+            tuple(
+                name
+                for name in dict.fromkeys((*pending, migration.old_property))
+                if name and name != config.property_name
+            )
+            if any_not_written(base.contacts)
+            else ()
         )
         plan = plan_sync(snapshot, chosen, base, refresh=refresh)
         report = change_report(plan)
@@ -219,7 +229,7 @@ class NostoSegmentSyncOperator(BaseOperator):
                 list_id=applied.list_id,
                 dry_run=True,
                 report=report,
-                clear_property=clear_property,
+                clear_properties=clear_properties,
             )
 
         if _nothing_to_write(plan, migration, targets, config):
@@ -247,9 +257,15 @@ class NostoSegmentSyncOperator(BaseOperator):
         )
 
         self.find_email_aliases(klaviyo, store, plan)
-        self.record_plan(store, base, plan, config, list_id, folded_journals, clear_property)
+        self.record_plan(store, base, plan, config, list_id, folded_journals, clear_properties)
         specs = self.push_specs(
-            plan, chosen, config, list_id=list_id, dry_run=False, report=report, clear_property=clear_property
+            plan,
+            chosen,
+            config,
+            list_id=list_id,
+            dry_run=False,
+            report=report,
+            clear_properties=clear_properties,
         )
         self.log.info("Planned generation %d in %.1f s.", plan.generation, time.monotonic() - started)
         return specs
@@ -754,12 +770,12 @@ class NostoSegmentSyncOperator(BaseOperator):
         config: SyncConfig,
         list_id: str,
         folded_journals: Sequence[Any],
-        clear_property: str | None = None,
+        clear_properties: Sequence[str] = (),
     ) -> None:
         """Write the diffs, then the new generation, so that older diffs become stale before pushes start.
 
-        ``clear_property`` is remembered while contacts the migration did not write remain, so that the
-        runs that write them also empty it.
+        ``clear_properties`` are remembered while contacts a migration did not write remain, so that the
+        runs that write them also empty them.
         """
         for key, changes in plan.changes_by_key.items():
             if changes:
@@ -770,7 +786,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         planned.list_name = config.list_name
         planned.property_name = config.property_name
         planned.contacts = applied.contacts
-        planned.former_property = clear_property
+        planned.former_properties = tuple(clear_properties)
         # A segment deleted in Nosto stays remembered, so that its id, still in the configuration until an
         # admin removes it, keeps being recognised as deleted rather than as a typo.
         for segment_id, state in getattr(self, "deleted_segments", {}).items():
@@ -787,7 +803,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         list_id: str | None,
         dry_run: bool,
         report: Mapping[str, ChangeCounts] | None = None,
-        clear_property: str | None = None,
+        clear_properties: Sequence[str] = (),
     ) -> list[PushSpec]:
         report = report or {}
         specs = [
@@ -800,7 +816,7 @@ class NostoSegmentSyncOperator(BaseOperator):
                 list_id,
                 dry_run,
                 report.get(segment.id),
-                clear_property,
+                clear_properties,
             )
             for segment in chosen
             if segment.id in plan.segment_diffs
@@ -815,7 +831,7 @@ class NostoSegmentSyncOperator(BaseOperator):
                 list_id,
                 dry_run,
                 report.get(ADDRESS_BOOK_KEY),
-                clear_property,
+                clear_properties,
             )
         )
         return specs
@@ -830,7 +846,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         list_id: str | None,
         dry_run: bool,
         counts: ChangeCounts | None = None,
-        clear_property: str | None = None,
+        clear_properties: Sequence[str] = (),
     ) -> PushSpec:
         diff: SegmentDiff = plan.segment_diffs[key] if segment_id else plan.address_book
         return PushSpec(
@@ -849,7 +865,7 @@ class NostoSegmentSyncOperator(BaseOperator):
             left=diff.left,
             updated=counts.updated if counts else 0,
             members_after=diff.members_after,
-            clear_property=clear_property,
+            clear_properties=list(clear_properties),
         )
 
 

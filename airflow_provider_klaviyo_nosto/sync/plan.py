@@ -94,7 +94,7 @@ class SyncPlan:
             property_name=applied.property_name,
             generation=self.generation,
             segments=dict(self.segment_states),
-            former_property=applied.former_property,
+            former_properties=applied.former_properties,
         )
 
 

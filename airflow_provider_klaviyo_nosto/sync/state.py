@@ -86,8 +86,8 @@ class AppliedState:
     :param generation: the last planned generation; each plan takes the next one.
     :param segments: segment id -> its remembered name and generation.
     :param contacts: normalised email -> the record Klaviyo confirmed.
-    :param former_property: the property a migration moved away from, while some contacts still have
-        their value there (they were not written in the migrating run): the runs that write them empty it.
+    :param former_properties: the properties migrations moved away from, while some contacts still have
+        their value there (they were not written in the migrating run): the runs that write them empty them.
     """
 
     list_id: str | None
@@ -96,7 +96,7 @@ class AppliedState:
     generation: int
     segments: dict[str, SegmentState] = field(default_factory=dict)
     contacts: dict[str, ContactRecord] = field(default_factory=dict)
-    former_property: str | None = None
+    former_properties: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls) -> AppliedState:
@@ -109,7 +109,7 @@ def dump_meta(state: AppliedState) -> bytes:
 
     :param state: the state to write.
     """
-    document = {
+    document: dict[str, Any] = {
         "format": META_FORMAT,
         "list_id": state.list_id,
         "list_name": state.list_name,
@@ -121,8 +121,8 @@ def dump_meta(state: AppliedState) -> bytes:
             for segment_id, segment in sorted(state.segments.items())
         },
     }
-    if state.former_property is not None:
-        document["former_property"] = state.former_property
+    if state.former_properties:
+        document["former_properties"] = list(state.former_properties)
     return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
@@ -156,9 +156,12 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
             name=raw["name"], generation=raw["generation"], former_names=tuple(former)
         )
 
-    for key in ("list_id", "list_name", "property_name", "former_property"):
+    for key in ("list_id", "list_name", "property_name"):
         if not isinstance(document.get(key), str | None):
             raise StateFileError(part, None, f"{key!r} is not a string")
+    former_properties = document.get("former_properties", [])
+    if not (isinstance(former_properties, list) and all(isinstance(item, str) for item in former_properties)):
+        raise StateFileError(part, None, "'former_properties' is not a list of strings")
     if not _is_int(document.get("generation")):
         raise StateFileError(part, None, "'generation' is not an integer")
     return AppliedState(
@@ -167,7 +170,7 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
         property_name=document.get("property_name"),
         generation=document["generation"],
         segments=segments,
-        former_property=document.get("former_property"),
+        former_properties=tuple(former_properties),
     )
 
 

@@ -208,3 +208,51 @@ def test_a_migration_whose_push_never_ran_is_finished_by_the_next_run(runner: Sy
     mark = runner.request_mark()
     runner.run()
     assert runner.write_calls_since(mark) == [], "the migration is finished: nothing is left to write"
+
+
+def test_a_full_resync_during_an_unfinished_migration_empties_the_old_property(runner: SyncRunner) -> None:
+    before = runner.klaviyo().values()
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
+    specs = runner.plan(migrate=True)
+    runner.push([spec for spec in specs if spec["key"] != "address-book"])  # the migration's push is lost
+
+    runner.run(full_resync=True)
+
+    view = runner.klaviyo()
+    assert view.values("nosto_segments") == before
+    assert view.values(PROPERTY) == dict.fromkeys(before, [])
+
+
+def test_a_second_migration_before_the_first_finished_empties_both_old_properties(runner: SyncRunner) -> None:
+    before = runner.klaviyo().values()
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
+    specs = runner.plan(migrate=True)
+    # The first migration's push is lost.
+    runner.push([spec for spec in specs if spec["key"] != "address-book"])
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_tags")
+
+    runner.run(migrate=True)
+
+    view = runner.klaviyo()
+    assert view.values("nosto_tags") == before
+    assert view.values(PROPERTY) == dict.fromkeys(before, [])
+    assert view.values("nosto_segments") == dict.fromkeys(before, [])
+    mark = runner.request_mark()
+    runner.run()
+    assert runner.write_calls_since(mark) == [], "both migrations are finished: nothing is left to write"
+
+
+def test_migrating_back_to_the_first_name_before_the_move_finished_keeps_the_values_there(
+    runner: SyncRunner,
+) -> None:
+    before = runner.klaviyo().values()
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
+    specs = runner.plan(migrate=True)
+    runner.push([spec for spec in specs if spec["key"] != "address-book"])
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name=PROPERTY)
+
+    runner.run(migrate=True)
+
+    view = runner.klaviyo()
+    assert view.values(PROPERTY) == before
+    assert view.values("nosto_segments") == dict.fromkeys(before, [])

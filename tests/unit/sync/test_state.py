@@ -47,11 +47,15 @@ def test_meta_round_trip() -> None:
     assert load_meta(dump_meta(state)) == state
 
 
-def test_meta_round_trip_keeps_the_property_a_migration_is_moving_from() -> None:
-    state = AppliedState("XyZ123", "Nosto Customers", "nosto_segments", 8, former_property="nosto_segment")
+def test_meta_round_trip_keeps_the_properties_migrations_are_moving_from() -> None:
+    state = AppliedState(
+        "XyZ123", "Nosto Customers", "nosto_segments", 8, former_properties=("nosto_segment", "segments")
+    )
 
-    assert load_meta(dump_meta(state)).former_property == "nosto_segment"
-    assert b"former_property" not in dump_meta(AppliedState("XyZ123", "Nosto Customers", "nosto_segments", 8))
+    assert load_meta(dump_meta(state)).former_properties == ("nosto_segment", "segments")
+    assert b"former_properties" not in dump_meta(
+        AppliedState("XyZ123", "Nosto Customers", "nosto_segments", 8)
+    )
 
 
 def test_empty_state() -> None:
@@ -71,8 +75,8 @@ def test_empty_state() -> None:
         pytest.param(b'{"format": 1, "generation": "1", "segments": {}}', id="generation-not-int"),
         pytest.param(b'{"format": 1, "generation": 1, "segments": {"a": {"name": 3}}}', id="bad-segment"),
         pytest.param(
-            b'{"format": 1, "generation": 1, "segments": {}, "former_property": 5}',
-            id="former-property-not-str",
+            b'{"format": 1, "generation": 1, "segments": {}, "former_properties": "nosto_segment"}',
+            id="former-properties-not-a-list",
         ),
     ],
 )
