@@ -317,7 +317,27 @@ def tls_verify_setting(
             "on this machine; give the path of a PEM file present on every worker and on the triggerer, or "
             f"remove {verify_key!r} to use the system's certificates"
         )
+    if isinstance(verify, str):
+        try:
+            ca_context(verify)
+        except (ssl.SSLError, OSError, ValueError):
+            raise error(
+                f"Connection {conn_id!r}: extra {verify_key!r} names {verify!r}, which holds no CA certificate "
+                "this machine can read; give a PEM file of CA certificates (or a folder prepared with "
+                f"'openssl rehash'), or remove {verify_key!r} to use the system's certificates"
+            ) from None
     return verify
+
+
+def ca_context(path: str) -> ssl.SSLContext:
+    """Return a TLS context trusting the CA certificates at ``path``: a PEM bundle, or a hashed folder of them
+    (both forms requests accepts as ``verify``).
+
+    :param path: the connection's ``verify`` value.
+    """
+    if os.path.isdir(path):
+        return ssl.create_default_context(capath=path)
+    return ssl.create_default_context(cafile=path)
 
 
 def _unreadable_connection(conn_id: str, exc: Exception) -> KlaviyoConfigError:
@@ -1290,7 +1310,7 @@ class KlaviyoHook(HttpHook):
         proxy = settings.proxies.get(urlsplit(url).scheme) or None
         ssl_option: bool | ssl.SSLContext = True
         if isinstance(settings.verify, str):
-            ssl_option = ssl.create_default_context(cafile=settings.verify)
+            ssl_option = ca_context(settings.verify)
         elif settings.verify is False:
             ssl_option = False
         client_timeout = aiohttp.ClientTimeout(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 from typing import Any
 
 import pytest
@@ -56,8 +57,11 @@ class ScriptedServer:
     a real socket on 127.0.0.1 instead (the hooks allow plain http for loopback hosts only).
     """
 
-    def __init__(self, answers: list[tuple[int, dict[str, str], object]]) -> None:
+    def __init__(
+        self, answers: list[tuple[int, dict[str, str], object]], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.answers = list(answers)
+        self.ssl_context = ssl_context
         self.requests: list[tuple[str, str, Any]] = []
         self.bodies: list[bytes] = []
         self.server: object = None
@@ -81,7 +85,7 @@ class ScriptedServer:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()  # type: ignore[attr-defined]
+        await self.server.start_server(ssl=self.ssl_context)  # type: ignore[attr-defined]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -94,4 +98,5 @@ class ScriptedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"  # type: ignore[attr-defined]
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.server.port}"  # type: ignore[attr-defined]

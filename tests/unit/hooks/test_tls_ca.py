@@ -1,0 +1,97 @@
+"""A connection's ``verify`` extra naming a private CA, as a PEM bundle or as a hashed folder, is trusted by the
+push's requests and by the triggerer's job polls alike; anything else is refused before a call is made."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+import trustme
+
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoServerError
+from tests.unit.hooks.klaviyo_fixtures import FakeClock, ScriptedServer, make_hook, set_connection
+
+JOB = {
+    "data": {
+        "type": "profile-bulk-import-job",
+        "id": "JOB1",
+        "attributes": {"status": "complete", "total_count": 3, "completed_count": 3, "failed_count": 0},
+    }
+}
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+def pem_bundle(ca: trustme.CA, folder: Path) -> str:
+    path = folder / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def hashed_folder(ca: trustme.CA, folder: Path) -> str:
+    """A folder laid out as ``openssl rehash`` leaves it: each CA under its subject hash."""
+    bundle = pem_bundle(ca, folder)
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-subject_hash", "-noout", "-in", bundle],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    hashed = folder / "certs"
+    hashed.mkdir()
+    (hashed / f"{subject_hash}.0").write_bytes(Path(bundle).read_bytes())
+    return str(hashed)
+
+
+async def poll_job(monkeypatch: pytest.MonkeyPatch, context: ssl.SSLContext, verify: str | None) -> tuple:
+    async with ScriptedServer([(200, {}, JOB)], ssl_context=context) as server:
+        set_connection(monkeypatch, host=server.url, extra={"verify": verify} if verify else {})
+        hook = make_hook(FakeClock())
+        polled = await hook.aget_bulk_import_job("JOB1")
+        fetched = await asyncio.to_thread(hook.get_bulk_import_job, "JOB1")
+    return polled.status.value, fetched.status.value
+
+
+@pytest.mark.parametrize("layout", [pem_bundle, hashed_folder], ids=["pem-bundle", "hashed-folder"])
+def test_a_private_ca_is_trusted_by_the_push_and_by_the_triggerer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ca: trustme.CA, server_context: ssl.SSLContext, layout
+) -> None:
+    verify = layout(ca, tmp_path)
+
+    assert asyncio.run(poll_job(monkeypatch, server_context, verify)) == ("complete", "complete")
+
+
+def test_without_the_private_ca_the_certificate_is_refused(
+    monkeypatch: pytest.MonkeyPatch, server_context: ssl.SSLContext
+) -> None:
+    with pytest.raises(KlaviyoServerError, match="(?i)certificate"):
+        asyncio.run(poll_job(monkeypatch, server_context, None))
+
+
+@pytest.mark.parametrize("content", [b"", b"<html>not a certificate</html>"], ids=["empty", "not-pem"])
+def test_a_verify_file_holding_no_certificate_is_a_config_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "ca.pem"
+    path.write_bytes(content)
+    set_connection(monkeypatch, extra={"verify": str(path)})
+
+    with pytest.raises(KlaviyoConfigError) as err:
+        make_hook(FakeClock()).get_conn()
+
+    assert str(err.value).startswith(
+        f"Connection 'klaviyo_default': extra 'verify' names {str(path)!r}, which holds no CA certificate"
+    )
