@@ -213,7 +213,12 @@ def plan_targets(
                 entry,
                 key,
             )
-    _refuse_colliding_names(config, lists, segments)
+    try:
+        _refuse_colliding_names(config, lists, segments)
+    except KlaviyoConfigError as err:
+        if not dry_run:
+            raise
+        log.warning("A real run would stop: %s", err)
 
     remembered = files.load()
     changes = [change for key_changes in plan.changes_by_key.values() for change in key_changes]

@@ -51,3 +51,20 @@ def test_two_klaviyo_segments_with_one_name_stop_before_writing(world: SyncWorld
 
     for write in (*KLAVIYO_WRITES, "create_segment"):
         getattr(world.klaviyo, write).assert_not_called()
+
+
+def test_a_dry_run_reports_the_name_collision_in_the_real_runs_words(
+    world: SyncWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.nosto.get_segments.return_value = [VIP, Segment(NEW.id, VIP.name)]
+    world.configure(klaviyo_segments=True)
+    world.export({ANA: ["vip"], BOB: []})
+    with pytest.raises(KlaviyoConfigError) as stopped:
+        world.sync()
+    capsys.readouterr()
+
+    world.sync(dry_run=True)
+
+    assert f"A real run would stop: {stopped.value}" in capsys.readouterr().out
+    for write in (*KLAVIYO_WRITES, "create_segment"):
+        getattr(world.klaviyo, write).assert_not_called()
