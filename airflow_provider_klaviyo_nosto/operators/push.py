@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -331,8 +331,8 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         excluded = rejected.keys() | unconfirmed
         confirmed = [(change.email, change.new) for change in changes if change.email not in excluded]
         applied_changes = [change for change in changes if change.email not in excluded]
-        self.unset_emptied_values(hook, spec, applied_changes)
-        self.unset_old_property(hook, spec, applied_changes)
+        self.unset_emptied_values(hook, spec, applied_changes, aliases)
+        self.unset_old_property(hook, spec, applied_changes, aliases)
         store.write_journal(spec["generation"], spec["key"], confirmed)
 
         summary = self.new_summary(spec)
@@ -358,27 +358,36 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         return summary
 
     def unset_emptied_values(
-        self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange]
+        self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange], aliases: Mapping[str, str]
     ) -> None:
         """With ``empty_value='unset'``, remove the property of contacts left with no segment (one call each)."""
         if spec["empty_value"] != "unset":
             return
         emptied = [change.email for change in changes if not change.new.value and change.old.value]
-        for emails in chunked(emptied, 100):
-            for profile_id in hook.get_profile_ids_by_email(emails).values():
-                hook.unset_profile_property(profile_id, spec["property_name"])
+        self.unset_properties(hook, emptied, [spec["property_name"]], aliases)
 
-    def unset_old_property(self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange]) -> None:
+    def unset_old_property(
+        self, hook: KlaviyoHook, spec: PushSpec, changes: Sequence[ContactChange], aliases: Mapping[str, str]
+    ) -> None:
         """With ``empty_value='unset'``, remove the old properties of every contact a migration wrote (one call
         per property and profile)."""
         old_properties = spec.get("clear_properties", [])
         if not old_properties or spec["empty_value"] != "unset":
             return
         written = [change.email for change in changes if needs_profile_write(change)]
-        for emails in chunked(written, 100):
-            for profile_id in hook.get_profile_ids_by_email(emails).values():
-                for old_property in old_properties:
-                    hook.unset_profile_property(profile_id, old_property)
+        self.unset_properties(hook, written, old_properties, aliases)
+
+    @staticmethod
+    def unset_properties(
+        hook: KlaviyoHook, emails: Sequence[str], properties: Sequence[str], aliases: Mapping[str, str]
+    ) -> None:
+        """Remove ``properties`` from the profiles of ``emails``, looked up under Klaviyo's stored spelling."""
+        for chunk in chunked(emails, 100):
+            for profile_id in hook.get_profile_ids_by_email(
+                [aliases.get(email, email) for email in chunk]
+            ).values():
+                for property_name in properties:
+                    hook.unset_profile_property(profile_id, property_name)
 
     def log_summary(self, summary: dict[str, Any], rejected: dict[str, str]) -> None:
         self.log.info(

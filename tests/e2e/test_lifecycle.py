@@ -18,6 +18,7 @@ from tests.e2e.inprocess import (
     THREE_SEGMENT_EXPORT,
     SyncRunner,
     email,
+    new_runner,
     synced_three_segment_runner,
 )
 
@@ -256,3 +257,42 @@ def test_migrating_back_to_the_first_name_before_the_move_finished_keeps_the_val
     view = runner.klaviyo()
     assert view.values(PROPERTY) == before
     assert view.values("nosto_segments") == dict.fromkeys(before, [])
+
+
+def _synced_with_a_mixed_case_profile(runner: SyncRunner, sandbox: Sandbox, **config: object) -> str:
+    """The export's contact 5, stored by Klaviyo as 'Contact0005@Example.com' before the first run."""
+    stored = email(5).replace("contact", "Contact").replace("example", "Example")
+    sandbox.seed_profiles([{"email": stored}])
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, empty_value="unset", **config)
+    runner.nosto(CATALOGUE, EXPORT)
+    runner.run()
+    assert runner.klaviyo().profiles[stored]["properties"][PROPERTY] == sorted(EXPORT[email(5)])
+    return stored
+
+
+def test_unset_migration_removes_the_old_property_of_a_profile_stored_in_other_letter_case(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = new_runner(sandbox, tmp_path, monkeypatch)
+    stored = _synced_with_a_mixed_case_profile(runner, sandbox)
+    runner.configure(
+        segments=list(CATALOGUE), klaviyo_pool_slots=1, empty_value="unset", property_name="nosto_segments"
+    )
+
+    runner.run(migrate=True)
+
+    properties = runner.klaviyo().profiles[stored]["properties"]
+    assert properties["nosto_segments"] == sorted(EXPORT[email(5)])
+    assert PROPERTY not in properties
+
+
+def test_unset_removes_the_emptied_property_of_a_profile_stored_in_other_letter_case(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = new_runner(sandbox, tmp_path, monkeypatch)
+    stored = _synced_with_a_mixed_case_profile(runner, sandbox)
+
+    runner.nosto(CATALOGUE, {**EXPORT, email(5): []})
+    runner.run()
+
+    assert PROPERTY not in runner.klaviyo().profiles[stored]["properties"]
