@@ -311,6 +311,11 @@ def tls_verify_setting(
             "(only for loopback hosts such as the local sandbox); remove 'verify: false' from the extra, or "
             "give the path of your CA bundle in 'verify'"
         )
+    if isinstance(verify, str) and not os.path.isabs(verify):
+        raise error(
+            f"Connection {conn_id!r}: extra {verify_key!r} must be an absolute path (it is {verify!r}); a relative "
+            "path would be read from each worker's and the triggerer's own working folder"
+        )
     if isinstance(verify, str) and not os.path.exists(verify):
         raise error(
             f"Connection {conn_id!r}: extra {verify_key!r} names the CA bundle {verify!r}, which does not exist "
@@ -319,7 +324,7 @@ def tls_verify_setting(
         )
     if isinstance(verify, str):
         try:
-            ca_context(verify)
+            _require_ca_certificates(verify)
         except (ssl.SSLError, OSError, ValueError):
             raise error(
                 f"Connection {conn_id!r}: extra {verify_key!r} names {verify!r}, which holds no CA certificate "
@@ -338,6 +343,23 @@ def ca_context(path: str) -> ssl.SSLContext:
     if os.path.isdir(path):
         return ssl.create_default_context(capath=path)
     return ssl.create_default_context(cafile=path)
+
+
+#: How ``openssl rehash`` names the certificates in a CA folder: the subject hash and a sequence number.
+_HASHED_CERTIFICATE = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+def _require_ca_certificates(path: str) -> None:
+    """Raise unless ``path`` holds a CA certificate: a folder's are loaded only when a handshake needs them,
+    so each hashed file in it is loaded here, once, to find a wrong file or a folder never rehashed."""
+    if not os.path.isdir(path):
+        ca_context(path)
+        return
+    hashed = [entry.path for entry in os.scandir(path) if _HASHED_CERTIFICATE.fullmatch(entry.name)]
+    if not hashed:
+        raise ValueError("no certificate named by its subject hash")
+    for certificate in hashed:
+        ssl.create_default_context(cafile=certificate)
 
 
 def _unreadable_connection(conn_id: str, exc: Exception) -> KlaviyoConfigError:

@@ -95,3 +95,33 @@ def test_a_verify_file_holding_no_certificate_is_a_config_error_naming_the_extra
     assert str(err.value).startswith(
         f"Connection 'klaviyo_default': extra 'verify' names {str(path)!r}, which holds no CA certificate"
     )
+
+
+@pytest.mark.parametrize("rehashed", [False, True], ids=["never-rehashed", "empty"])
+def test_a_ca_folder_holding_no_hashed_certificate_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ca: trustme.CA, rehashed: bool
+) -> None:
+    # A folder is only read during a handshake, so an unprepared one would fail every call instead.
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    if not rehashed:
+        pem_bundle(ca, folder)
+    set_connection(monkeypatch, extra={"verify": str(folder)})
+
+    with pytest.raises(KlaviyoConfigError, match="which holds no CA certificate.*'openssl rehash'"):
+        make_hook(FakeClock()).get_conn()
+
+
+def test_a_relative_verify_path_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ca: trustme.CA
+) -> None:
+    pem_bundle(ca, tmp_path)
+    monkeypatch.chdir(tmp_path)  # the file exists relative to this process only
+    set_connection(monkeypatch, extra={"verify_ssl": "private-ca.pem"})
+
+    with pytest.raises(KlaviyoConfigError) as err:
+        make_hook(FakeClock()).get_conn()
+
+    assert str(err.value).startswith(
+        "Connection 'klaviyo_default': extra 'verify_ssl' must be an absolute path (it is 'private-ca.pem')"
+    )
