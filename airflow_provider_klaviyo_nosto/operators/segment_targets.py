@@ -219,6 +219,8 @@ def plan_targets(
         if not dry_run:
             raise
         log.warning("A real run would stop: %s", err)
+        # What the real run refuses is neither planned nor looked up, so nothing reads as if it would happen.
+        return TargetPlan(remembered=files.load(), lists=[], segments=[], desired={}, list_diffs={})
 
     remembered = files.load()
     changes = [change for key_changes in plan.changes_by_key.values() for change in key_changes]

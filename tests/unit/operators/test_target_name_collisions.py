@@ -53,18 +53,35 @@ def test_two_klaviyo_segments_with_one_name_stop_before_writing(world: SyncWorld
         getattr(world.klaviyo, write).assert_not_called()
 
 
-def test_a_dry_run_reports_the_name_collision_in_the_real_runs_words(
-    world: SyncWorld, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("config", "segments"),
+    [
+        ({"klaviyo_segments": True}, [VIP, Segment(NEW.id, VIP.name)]),
+        ({"segment_lists": True}, [VIP, Segment(NEW.id, VIP.name)]),
+        ({"list_name": "vip", "segment_lists": [VIP.id], "segment_list_prefix": ""}, None),
+    ],
+    ids=["two-klaviyo-segments", "two-segment-lists", "segment-list-named-like-the-address-book"],
+)
+def test_a_dry_run_reports_a_name_collision_in_the_real_runs_words_and_plans_no_target(
+    world: SyncWorld, capsys: pytest.CaptureFixture[str], config: dict, segments: list[Segment] | None
 ) -> None:
-    world.nosto.get_segments.return_value = [VIP, Segment(NEW.id, VIP.name)]
-    world.configure(klaviyo_segments=True)
+    if segments:
+        world.nosto.get_segments.return_value = segments
+    world.configure(**config)
     world.export({ANA: ["vip"], BOB: []})
+    world.klaviyo.find_lists_by_name.return_value = [LIST_ID]
     with pytest.raises(KlaviyoConfigError) as stopped:
         world.sync()
     capsys.readouterr()
 
     world.sync(dry_run=True)
 
-    assert f"A real run would stop: {stopped.value}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"A real run would stop: {stopped.value}" in out
+    # Nothing the real run refuses is described as if it would happen (such as adopting the address book).
+    rest = out.replace(str(stopped.value), "")
+    assert "Segment list " not in rest
+    assert "Klaviyo segment " not in rest
+    assert "for segment" not in rest
     for write in (*KLAVIYO_WRITES, "create_segment"):
         getattr(world.klaviyo, write).assert_not_called()
