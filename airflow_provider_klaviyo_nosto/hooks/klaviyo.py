@@ -33,7 +33,7 @@ from airflow_provider_klaviyo_nosto.exceptions import (
     KlaviyoServerError,
 )
 from airflow_provider_klaviyo_nosto.hooks.pacing import KlaviyoPacer, endpoint_template
-from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, parse_retry_after
+from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, certificate_refused, parse_retry_after
 from airflow_provider_klaviyo_nosto.sync.masking import redact
 
 if TYPE_CHECKING:
@@ -746,9 +746,18 @@ class KlaviyoHook(HttpHook):
         except requests.RequestException as exc:
             # The transport error's text holds the URL (and so any filtered address): mask it and
             # drop the chained original, whose traceback would print it unmasked.
+            if certificate_refused(exc):
+                raise self._untrusted_certificate(operation, exc) from None
             raise KlaviyoServerError(
                 f"Klaviyo {operation} could not be completed: {_describe(exc)}. {RETRY_HINT}", retryable=False
             ) from None
+
+    def _untrusted_certificate(self, operation: str, exc: BaseException) -> KlaviyoConfigError:
+        return KlaviyoConfigError(
+            f"Klaviyo {operation}: the server's TLS certificate is not trusted ({_describe(exc)}). If a proxy "
+            f"re-signs TLS, name its CA in 'verify' in the extra of Airflow connection {self.klaviyo_conn_id!r} "
+            "(see docs/connections.md)."
+        )
 
     def _interpret(
         self,
@@ -1354,6 +1363,8 @@ class KlaviyoHook(HttpHook):
             try:
                 document: dict[str, Any] | None = await retrying(attempt)
             except (aiohttp.ClientError, TimeoutError) as exc:
+                if certificate_refused(exc):
+                    raise self._untrusted_certificate(operation, exc) from None
                 raise KlaviyoServerError(
                     f"Klaviyo {operation} could not be completed: {_describe(exc)}. {RETRY_HINT}",
                     retryable=False,

@@ -20,7 +20,7 @@ from airflow_provider_klaviyo_nosto.hooks.klaviyo import (
     resolve_base_url,
     tls_verify_setting,
 )
-from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, parse_retry_after
+from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, certificate_refused, parse_retry_after
 from airflow_provider_klaviyo_nosto.sync.masking import redact
 from airflow_provider_klaviyo_nosto.sync.model import Segment
 
@@ -196,6 +196,12 @@ class NostoHook(BaseHook):
                 f"{self.nosto_conn_id!r}, and 'export_uri' in the sync configuration"
             ) from None
         except requests.RequestException as exc:
+            if certificate_refused(exc):
+                raise NostoConfigError(
+                    f"Nosto {method} {urlsplit(url).path}: the server's TLS certificate is not trusted "
+                    f"({self._scrub(f'{type(exc).__name__}: {exc}')}). If a proxy re-signs TLS, name its CA in "
+                    f"'verify' in the extra of Airflow connection {self.nosto_conn_id!r} (see docs/connections.md)"
+                ) from None
             raise NostoError(
                 f"Could not reach Nosto for {method} {urlsplit(url).path}: "
                 f"{self._scrub(f'{type(exc).__name__}: {exc}')}"

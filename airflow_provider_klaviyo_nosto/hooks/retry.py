@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -74,6 +75,21 @@ def _never_sent(exc: BaseException) -> bool:
     return False
 
 
+def certificate_refused(exc: BaseException) -> bool:
+    """Tell whether a transport error is the server's TLS certificate failing verification: a setting to fix
+    (the connection's CA), not a fault that goes away by itself."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return True
+    cause: object = exc
+    for _ in range(4):  # requests -> urllib3's MaxRetryError -> its SSLError -> the ssl module's error
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        reason = getattr(cause, "reason", None)
+        args = getattr(cause, "args", ())
+        cause = reason if reason is not None else (args[0] if args else None)
+    return False
+
+
 def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
     """Decide whether repeating the call that raised ``exc`` can succeed and is safe.
 
@@ -92,6 +108,8 @@ def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
             return True
         return idempotent and status in IDEMPOTENT_RETRYABLE_STATUSES
 
+    if certificate_refused(exc):
+        return False
     if _never_sent(exc):
         return True
     transport_errors = (

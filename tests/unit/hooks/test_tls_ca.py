@@ -4,6 +4,7 @@ push's requests and by the triggerer's job polls alike; anything else is refused
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import subprocess
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoServerError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoConfigError
+from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
 from tests.unit.hooks.klaviyo_fixtures import FakeClock, ScriptedServer, make_hook, set_connection
 
 JOB = {
@@ -74,11 +76,46 @@ def test_a_private_ca_is_trusted_by_the_push_and_by_the_triggerer(
     assert asyncio.run(poll_job(monkeypatch, server_context, verify)) == ("complete", "complete")
 
 
-def test_without_the_private_ca_the_certificate_is_refused(
+@pytest.mark.parametrize("path", ["triggerer", "worker"])
+def test_an_untrusted_certificate_fails_at_once_naming_the_verify_extra(
+    monkeypatch: pytest.MonkeyPatch, server_context: ssl.SSLContext, path: str
+) -> None:
+    clock = FakeClock()
+
+    async def poll() -> None:
+        async with ScriptedServer([(200, {}, JOB)], ssl_context=server_context) as server:
+            set_connection(monkeypatch, host=server.url)
+            hook = make_hook(clock)
+            if path == "triggerer":
+                await hook.aget_bulk_import_job("JOB1")
+            else:
+                await asyncio.to_thread(hook.get_bulk_import_job, "JOB1")
+
+    with pytest.raises(KlaviyoConfigError) as err:
+        asyncio.run(poll())
+
+    assert str(err.value).startswith(
+        "Klaviyo GET /api/profile-bulk-import-jobs/{id}: the server's TLS certificate is not trusted ("
+    )
+    assert "name its CA in 'verify' in the extra of Airflow connection 'klaviyo_default'" in str(err.value)
+    assert clock.sleeps == [], "a certificate that is not trusted does not become trusted by waiting"
+
+
+def test_an_untrusted_certificate_on_the_nosto_connection_fails_at_once_naming_it(
     monkeypatch: pytest.MonkeyPatch, server_context: ssl.SSLContext
 ) -> None:
-    with pytest.raises(KlaviyoServerError, match="(?i)certificate"):
-        asyncio.run(poll_job(monkeypatch, server_context, None))
+    async def catalogue() -> None:
+        async with ScriptedServer([(200, {}, {"data": {}})], ssl_context=server_context) as server:
+            conn = {"conn_type": "nosto", "host": server.url, "password": "nosto-apps-token"}
+            monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps(conn))
+            await asyncio.to_thread(NostoHook().get_segments)
+
+    with pytest.raises(NostoConfigError) as err:
+        asyncio.run(catalogue())
+
+    assert str(err.value).startswith("Nosto POST /v1/graphql: the server's TLS certificate is not trusted (")
+    assert "'verify' in the extra of Airflow connection 'nosto_default'" in str(err.value)
+    assert "nosto-apps-token" not in str(err.value)
 
 
 @pytest.mark.parametrize("content", [b"", b"<html>not a certificate</html>"], ids=["empty", "not-pem"])
