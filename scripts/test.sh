@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test command: lint, format check, type check; then, side by side, (1) the unit, sandbox, benchmark
-# smoke, fault-matrix and end-to-end tests on the newest supported Airflow, and (2) the real Airflow deployment
-# suite, the manual's build and the unit tests on the lowest supported Airflow. Most of (1) waits on the
-# sandbox's rate limits and most of (2) on Airflow's processes, so the two halves share the machine well.
+# smoke and end-to-end tests on the newest supported Airflow, (2) the fault matrix on it, and (3) the real
+# Airflow deployment suite, the manual's build and the unit tests on the lowest supported Airflow. Most of (1)
+# and (2) waits on the sandbox's rate limits and Airflow's retry delays, and most of (3) on Airflow's processes,
+# so the three share the machine well. Each starts its own sandboxes on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,18 +31,29 @@ second_half() {
 second_half >"$work/second-half.log" 2>&1 &
 second_pid=$!
 
-echo "== tests on the newest Airflow ($(airflow_version .venv/bin/python)): unit, sandbox, benchmark smoke runs, fault matrix, end to end"
-echo "   (the deployment suite, the manual and the lowest Airflow run alongside; their output follows)"
+fault_matrix() {
+  echo "== the fault matrix on the newest Airflow: faults injected into the sandbox, the hooks and runs of the DAG"
+  .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/faults" tests/faults "$@"
+}
+fault_matrix "$@" >"$work/fault-matrix.log" 2>&1 &
+faults_pid=$!
+
+echo "== tests on the newest Airflow ($(airflow_version .venv/bin/python)): unit, sandbox, benchmark smoke runs, end to end"
+echo "   (the fault matrix, the deployment suite, the manual and the lowest Airflow run alongside; their output follows)"
 first_status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/newest" \
-  tests/unit tests/sandbox tests/bench tests/faults tests/e2e "$@" || first_status=$?
+  tests/unit tests/sandbox tests/bench tests/e2e "$@" || first_status=$?
 
+faults_status=0
+wait "$faults_pid" || faults_status=$?
+cat "$work/fault-matrix.log"
 second_status=0
 wait "$second_pid" || second_status=$?
 cat "$work/second-half.log"
 
-if [ "$first_status" -ne 0 ] || [ "$second_status" -ne 0 ]; then
-  echo "== FAILED: newest-Airflow tests exited $first_status; deployment, manual and lowest-Airflow exited $second_status"
+if [ "$first_status" -ne 0 ] || [ "$faults_status" -ne 0 ] || [ "$second_status" -ne 0 ]; then
+  echo "== FAILED: newest-Airflow tests exited $first_status; the fault matrix $faults_status; deployment, manual" \
+    "and lowest-Airflow $second_status"
   exit 1
 fi
 echo "== all passed"
