@@ -71,14 +71,23 @@ def refuse_relative_local_state(state_uri: str) -> None:
         )
 
 
-def refuse_unsupported_storage(setting: str, uri: str, *, also_served: tuple[str, ...] = ()) -> None:
+def refuse_unsupported_storage(
+    setting: str,
+    uri: str,
+    *,
+    also_served: tuple[str, ...] = (),
+    where: str = "in the sync configuration",
+    error: type[Exception] = KlaviyoConfigError,
+) -> None:
     """
     Refuse a location whose scheme no filesystem of Airflow's object storage serves here (``foo://``, or
     ``gs://`` without the Google provider), naming the setting rather than failing inside the first read.
 
-    :param setting: the sync-configuration key holding ``uri``, for the message.
+    :param setting: the key holding ``uri``, for the message.
     :param uri: the configured location; one without a scheme is a local path.
     :param also_served: schemes read without object storage (``https`` for the export).
+    :param where: where ``setting`` is set, for the message.
+    :param error: the exception class to raise.
     """
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
     if scheme in also_served:
@@ -87,8 +96,8 @@ def refuse_unsupported_storage(setting: str, uri: str, *, also_served: tuple[str
         _ = ObjectStoragePath(uri).fs  # Airflow looks the filesystem up on access
     except (ValueError, ImportError):
         alternatives = " or an https:// URL" if "https" in also_served else ""
-        raise KlaviyoConfigError(
-            f"{setting} in the sync configuration uses {scheme}://, which no filesystem installed for Airflow's "
+        raise error(
+            f"{setting} {where} uses {scheme}://, which no filesystem installed for Airflow's "
             "object storage serves. Install the Airflow provider of that store on every Airflow component, such "
             "as apache-airflow-providers-amazon[s3fs] for s3://, apache-airflow-providers-google for gs:// or "
             f"apache-airflow-providers-microsoft-azure for abfs://; or use a file:/// path{alternatives}."

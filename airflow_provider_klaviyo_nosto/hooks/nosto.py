@@ -21,6 +21,7 @@ from airflow_provider_klaviyo_nosto.hooks.klaviyo import (
     tls_verify_setting,
 )
 from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, certificate_refused, parse_retry_after
+from airflow_provider_klaviyo_nosto.state_store import refuse_unsupported_storage
 from airflow_provider_klaviyo_nosto.sync.masking import redact
 from airflow_provider_klaviyo_nosto.sync.model import Segment
 
@@ -125,6 +126,13 @@ class NostoHook(BaseHook):
                     raise NostoConfigError(
                         f"Connection {self.nosto_conn_id!r}: 'export_url' in the extra is not a valid URL ({exc})"
                     ) from None
+                refuse_unsupported_storage(
+                    "'export_url'",
+                    export_url if "://" in export_url else f"https://{export_url}",
+                    also_served=("http", "https"),
+                    where=f"in the extra of Airflow connection {self.nosto_conn_id!r}",
+                    error=NostoConfigError,
+                )
             remote = next((host for host in hosts if not is_loopback_host(host)), hosts[0])
             token = (conn.password or "").strip()
             export_token = str(extra.get("export_token") or "").strip()

@@ -8,7 +8,7 @@ import random
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_klaviyo_nosto.exceptions import NostoError
+from airflow_provider_klaviyo_nosto.exceptions import NostoConfigError, NostoError
 from airflow_provider_klaviyo_nosto.hooks.nosto import SEGMENTS_QUERY, NostoHook
 from airflow_provider_klaviyo_nosto.sync.model import Segment
 
@@ -148,6 +148,19 @@ def test_export_url_from_connection_and_bare_host(monkeypatch, requests_mock):
     requests_mock.get("https://exports.example.com/seg.jsonl", content=b"{}\n")
     with NostoHook().open_export() as handle:
         assert handle.read() == b"{}\n"
+
+
+def test_export_url_with_a_scheme_no_filesystem_serves_is_a_config_error_naming_the_connection(monkeypatch):
+    set_nosto(monkeypatch, extra={"export_token": EXPORT_TOKEN, "export_url": "sftpx://exports/seg.jsonl"})
+
+    with pytest.raises(NostoConfigError) as err, NostoHook().open_export():
+        pass
+
+    assert str(err.value).startswith(
+        "'export_url' in the extra of Airflow connection 'nosto_default' uses sftpx://, which no filesystem "
+        "installed for Airflow's object storage serves."
+    )
+    assert isinstance(err.value, AirflowFailException)
 
 
 def test_plain_http_refused_for_remote_export(hook):
