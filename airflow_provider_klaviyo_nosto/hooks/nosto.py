@@ -94,7 +94,7 @@ class NostoHook(BaseHook):
                 raise
             except Exception as exc:
                 # Airflow 3.1 refuses an extra that is not JSON during the look-up itself.
-                raise NostoError(
+                raise NostoConfigError(
                     f"Airflow connection {self.nosto_conn_id!r} could not be read ({type(exc).__name__}); "
                     "check that its extra is valid JSON"
                 ) from None
@@ -103,12 +103,12 @@ class NostoHook(BaseHook):
                 try:
                     extra = json.loads(conn.extra)
                 except json.JSONDecodeError as exc:
-                    raise NostoError(
+                    raise NostoConfigError(
                         f"The extra of Airflow connection {self.nosto_conn_id!r} is not valid JSON "
                         f"({exc.msg} at character {exc.pos})"
                     ) from None
             if not isinstance(extra, dict):
-                raise NostoError(
+                raise NostoConfigError(
                     f"The extra of Airflow connection {self.nosto_conn_id!r} must be a JSON object"
                 )
             base_url = resolve_base_url(
@@ -221,7 +221,7 @@ class NostoHook(BaseHook):
         """Return every segment of the Nosto account (id and current name)."""
         token = self._settings["token"]
         if not token:
-            raise NostoError(f"Connection {self.nosto_conn_id!r} has no API_APPS token in its password")
+            raise NostoConfigError(f"Connection {self.nosto_conn_id!r} has no API_APPS token in its password")
         response = self._send(
             "POST",
             f"{self._settings['base_url']}/v1/graphql",
@@ -270,7 +270,7 @@ class NostoHook(BaseHook):
         parts = urlsplit(uri)
         verify_off = self._settings["verify"] is False
         if parts.scheme in ("http", "https") and verify_off and not is_loopback_host(parts.hostname):
-            raise NostoError(
+            raise NostoConfigError(
                 f"Connection {self.nosto_conn_id!r} switches TLS verification off, which is only allowed "
                 f"for loopback hosts, but the export is read from {parts.hostname}; remove 'verify: false'"
             )
@@ -278,7 +278,7 @@ class NostoHook(BaseHook):
             return True
         if parts.scheme == "http":
             if not is_loopback_host(parts.hostname):
-                raise NostoError(
+                raise NostoConfigError(
                     f"Refusing to send the export token over plain http to {parts.hostname}; use https"
                 )
             return True
@@ -287,7 +287,7 @@ class NostoHook(BaseHook):
     def _export_headers(self) -> dict[str, str]:
         token = self._settings["export_token"]
         if not token:
-            raise NostoError(
+            raise NostoConfigError(
                 f"Connection {self.nosto_conn_id!r} has no 'export_token' in its extra; the Segment Export "
                 "needs its own token"
             )

@@ -213,3 +213,27 @@ def test_ui_field_behaviour_matches_provider_info():
     assert behaviour["hidden_fields"] == nosto["ui-field-behaviour"]["hidden-fields"]
     assert behaviour["relabeling"] == nosto["ui-field-behaviour"]["relabeling"]
     assert nosto["conn-fields"]["export_token"]["schema"]["format"] == "password"
+
+
+@pytest.mark.parametrize(
+    ("fields", "call", "named"),
+    [
+        ({"password": ""}, lambda hook: hook.get_segments(), "has no API_APPS token in its password"),
+        ({"extra": {}}, lambda hook: hook.open_export().__enter__(), "has no 'export_token' in its extra"),
+        ({"extra": "[1]"}, lambda hook: hook.get_segments(), "must be a JSON object"),
+        (
+            {"extra": {"export_token": EXPORT_TOKEN}},
+            lambda hook: hook.open_export("http://exports.example.com/x").__enter__(),
+            "plain http",
+        ),
+    ],
+    ids=["no-token", "no-export-token", "extra-not-an-object", "remote-plain-http"],
+)
+def test_a_connection_setting_to_fix_fails_the_task_without_retries(monkeypatch, fields, call, named):
+    # A setting does not fix itself: Airflow's retries would only repeat the same error.
+    set_nosto(monkeypatch, **fields)
+
+    with pytest.raises(NostoConfigError, match=named) as err:
+        call(NostoHook())
+
+    assert isinstance(err.value, AirflowFailException)
