@@ -220,7 +220,16 @@ class NostoSegmentSyncOperator(BaseOperator):
             deleted=self.deleted_segments,
         )
         if dry_run:
-            self.dry_run_checks(klaviyo, config, applied, plan, migration, targets, full_resync=full_resync)
+            self.dry_run_checks(
+                klaviyo,
+                config,
+                applied,
+                plan,
+                migration,
+                targets,
+                full_resync=full_resync,
+                clear_properties=clear_properties,
+            )
             self.log.info("Dry run: nothing was written to Klaviyo or to the applied state.")
             return self.push_specs(
                 plan,
@@ -666,6 +675,7 @@ class NostoSegmentSyncOperator(BaseOperator):
         targets: TargetPlan,
         *,
         full_resync: bool,
+        clear_properties: Sequence[str] = (),
     ) -> None:
         """Say what would stop or change a real run: a list rename, a property move, and, in the real run's
         words, a deleted address-book list or a flow that would fire. Reads Klaviyo, writes nothing."""
@@ -676,11 +686,19 @@ class NostoSegmentSyncOperator(BaseOperator):
                 migration.old_list_name,
                 config.list_name,
             )
+        cleared = ", ".join(map(repr, clear_properties))
         if migration.old_property:
             self.log.info(
-                "Dry run: would write every contact's value under %r and clear %r.",
+                "Dry run: would write every contact's value under %r and clear %s.",
                 config.property_name,
-                migration.old_property,
+                cleared,
+            )
+        elif clear_properties:
+            self.log.info(
+                "Dry run: the contacts an unfinished migration has not written yet would be written under %r, "
+                "clearing %s.",
+                config.property_name,
+                cleared,
             )
         if _nothing_to_write(plan, migration, targets, config):
             return  # the real run would stop at nothing

@@ -296,3 +296,27 @@ def test_unset_removes_the_emptied_property_of_a_profile_stored_in_other_letter_
     runner.run()
 
     assert PROPERTY not in runner.klaviyo().profiles[stored]["properties"]
+
+
+def test_a_dry_run_names_every_old_property_a_real_run_would_clear(
+    runner: SyncRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
+    specs = runner.plan(migrate=True)
+    runner.push([spec for spec in specs if spec["key"] != "address-book"])  # the migration's push is lost
+    capsys.readouterr()
+
+    mark = runner.request_mark()
+    runner.plan(dry_run=True)
+    assert (
+        "the contacts an unfinished migration has not written yet would be written under 'nosto_segments', "
+        "clearing 'nosto_segment'." in capsys.readouterr().out
+    )
+
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_tags")
+    runner.plan(dry_run=True, migrate=True)
+    assert (
+        "would write every contact's value under 'nosto_tags' and clear 'nosto_segment', 'nosto_segments'."
+        in capsys.readouterr().out
+    )
+    assert runner.write_calls_since(mark) == []
