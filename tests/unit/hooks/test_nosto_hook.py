@@ -220,7 +220,12 @@ def test_ui_field_behaviour_matches_provider_info():
     [
         ({"password": ""}, lambda hook: hook.get_segments(), "has no API_APPS token in its password"),
         ({"extra": {}}, lambda hook: hook.open_export().__enter__(), "has no 'export_token' in its extra"),
-        ({"extra": "[1]"}, lambda hook: hook.get_segments(), "must be a JSON object"),
+        # Airflow 3.1 refuses such an extra while looking the connection up, later versions leave it to the hook.
+        (
+            {"extra": "[1]"},
+            lambda hook: hook.get_segments(),
+            "must be a JSON object|check that its extra is valid JSON",
+        ),
         (
             {"extra": {"export_token": EXPORT_TOKEN}},
             lambda hook: hook.open_export("http://exports.example.com/x").__enter__(),
