@@ -96,7 +96,7 @@ class NostoHook(BaseHook):
                 # Airflow 3.1 refuses an extra that is not JSON during the look-up itself.
                 raise NostoConfigError(
                     f"Airflow connection {self.nosto_conn_id!r} could not be read ({type(exc).__name__}); "
-                    "check that its extra is valid JSON"
+                    'check that its extra is a valid JSON object, such as {"export_token": "..."}'
                 ) from None
             extra: Any = {}
             if conn.extra:

@@ -224,7 +224,7 @@ def test_ui_field_behaviour_matches_provider_info():
         (
             {"extra": "[1]"},
             lambda hook: hook.get_segments(),
-            "must be a JSON object|check that its extra is valid JSON",
+            "must be a JSON object|check that its extra is a valid JSON object",
         ),
         (
             {"extra": {"export_token": EXPORT_TOKEN}},
