@@ -159,7 +159,15 @@ class NostoSegmentSyncOperator(BaseOperator):
 
         store = StateStore(config.state_uri)
         applied, folded_journals = store.load()
-        migration = self.check_names_unchanged(config, applied, migrate=migrate)
+        try:
+            migration = self.check_names_unchanged(config, applied, migrate=migrate)
+        except KlaviyoConfigError as err:
+            if not dry_run:
+                raise
+            # Nothing can be planned against names the applied state does not use.
+            self.log.warning("A real run would stop: %s", err)
+            self.log.info("Dry run: nothing was written to Klaviyo or to the applied state.")
+            return []
 
         nosto = NostoHook(nosto_conn_id=self.nosto_conn_id)
         chosen = self.resolve_chosen_segments(config, nosto.get_segments(), applied)
@@ -433,12 +441,17 @@ class NostoSegmentSyncOperator(BaseOperator):
         ]
         if changed and not migrate:
             described = " and ".join(f"the {label} from {old!r} to {new!r}" for label, old, new in changed)
+            moves = {
+                "list name": "renames the Klaviyo list in place (its members, and the flows and segments built on "
+                "it, stay)",
+                "property name": "writes every contact's value under the new property, clearing the old one",
+            }
             raise KlaviyoConfigError(
                 f"The sync configuration changes {described}, but what this sync wrote to Klaviyo (applied "
                 f"state in {config.state_uri}) uses the old name. Put the old name back in the configuration; "
-                "or, to move to the new name, trigger one run with the param migrate=true: it renames the "
-                "Klaviyo list and writes every contact's value under the new property, clearing the old one "
-                "(see docs/lifecycle.md)."
+                "or, to move to the new name, trigger one run with the param migrate=true: it "
+                + " and ".join(moves[label] for label, _, _ in changed)
+                + " (see docs/lifecycle.md)."
             )
         migration = Migration(
             old_list_name=applied.list_name if applied.list_name not in (None, config.list_name) else None,

@@ -168,12 +168,21 @@ def test_key_without_flows_read_stops_the_run_saying_how_to_fix_it(world: SyncWo
 
 
 @pytest.mark.parametrize(
-    ("setting", "old", "new"),
-    [("list_name", "Nosto Customers", "Nosto Buyers"), ("property_name", "nosto_segment", "segments")],
+    ("setting", "old", "new", "move", "not_said"),
+    [
+        ("list_name", "Nosto Customers", "Nosto Buyers", "renames the Klaviyo list in place", "property"),
+        (
+            "property_name",
+            "nosto_segment",
+            "segments",
+            "writes every contact's value under the new",
+            "renames",
+        ),
+    ],
     ids=["list-name", "property-name"],
 )
-def test_name_changed_since_the_applied_state_stops_naming_both(
-    world: SyncWorld, setting: str, old: str, new: str
+def test_name_changed_since_the_applied_state_stops_naming_both_and_what_migrate_does(
+    world: SyncWorld, setting: str, old: str, new: str, move: str, not_said: str
 ) -> None:
     world.apply({ANA: ["vip"]})
     world.configure(**{setting: new})
@@ -182,9 +191,27 @@ def test_name_changed_since_the_applied_state_stops_naming_both(
     with pytest.raises(KlaviyoConfigError) as raised:
         world.sync()
 
-    assert old in str(raised.value)
-    assert new in str(raised.value)
-    assert "migrate=true" in str(raised.value)
+    message = str(raised.value)
+    assert f"changes the {setting.replace('_', ' ')} from {old!r} to {new!r}" in message
+    assert f"trigger one run with the param migrate=true: it {move}" in message
+    assert not_said not in message.split("migrate=true")[1], "it describes only what this migration moves"
+
+
+def test_a_dry_run_with_a_changed_name_reports_the_stop_and_plans_nothing(
+    world: SyncWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.apply({ANA: ["vip"]})
+    world.configure(property_name="segments")
+    world.export({ANA: ["vip"], BOB: ["vip"]})
+    with pytest.raises(KlaviyoConfigError) as stopped:
+        world.sync()
+    capsys.readouterr()
+
+    assert world.sync(dry_run=True) == []
+
+    assert f"A real run would stop: {stopped.value}" in capsys.readouterr().out
+    for write in KLAVIYO_WRITES:
+        getattr(world.klaviyo, write).assert_not_called()
 
 
 # -- review findings: renames of name-configured segments, deleted list, cut-off export ---------------
