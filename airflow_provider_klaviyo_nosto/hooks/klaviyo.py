@@ -903,6 +903,8 @@ class KlaviyoHook(HttpHook):
     def test_connection(self) -> tuple[bool, str]:
         """Check the key with ``GET /api/accounts`` (cheap, needs only ``accounts:read``)."""
         # The UI tests a form under a made-up connection id, so these messages name the form's fields instead.
+        # One attempt: a person is waiting for the answer, and no task is retried.
+        self.with_retry_policy(max_attempts=1)
         try:
             document = self.request("GET", "/api/accounts") or {}
         except KlaviyoAuthError:
@@ -916,7 +918,7 @@ class KlaviyoHook(HttpHook):
                 "also needs the scopes listed in the docs (Klaviyo: Settings > API keys)."
             )
         except Exception as exc:
-            return False, redact(str(exc))
+            return False, redact(str(exc)).removesuffix(RETRY_HINT).rstrip()
         accounts = document.get("data") or []
         account_id = accounts[0].get("id") if accounts and isinstance(accounts[0], dict) else "unknown"
         return True, f"Connected to Klaviyo account {account_id} (revision {self.REVISION})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -248,6 +249,8 @@ class NostoHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the API_APPS token by reading the segment catalogue."""
+        # One attempt: a person is waiting for the answer, and no task is retried.
+        self.retry_policy = dataclasses.replace(self.retry_policy, max_attempts=1)
         try:
             segments = self.get_segments()
         except Exception as exc:

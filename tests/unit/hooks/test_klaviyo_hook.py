@@ -763,6 +763,17 @@ def test_test_connection_failure_has_no_key(hook, requests_mock):
     assert API_KEY not in message
 
 
+def test_test_connection_answers_a_network_fault_at_once_without_task_advice(hook, requests_mock, clock):
+    requests_mock.get(f"{BASE}/api/accounts", exc=requests.ConnectionError("Connection refused"))
+
+    ok, message = hook.test_connection()
+
+    assert not ok
+    assert message == "Klaviyo GET /api/accounts could not be completed: ConnectionError: Connection refused."
+    assert clock.sleeps == []
+    assert requests_mock.call_count == 1
+
+
 def test_test_connection_names_the_missing_scope(hook, requests_mock):
     requests_mock.get(f"{BASE}/api/accounts", status_code=403, json=_error(403, "permission_denied"))
     ok, message = hook.test_connection()

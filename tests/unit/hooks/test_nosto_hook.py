@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_klaviyo_nosto.exceptions import NostoConfigError, NostoError
@@ -242,3 +243,17 @@ def test_a_connection_setting_to_fix_fails_the_task_without_retries(monkeypatch,
         call(NostoHook())
 
     assert isinstance(err.value, AirflowFailException)
+
+
+def test_test_connection_answers_a_network_fault_after_one_attempt(monkeypatch, requests_mock):
+    set_nosto(monkeypatch)
+    requests_mock.post(f"{API}/v1/graphql", exc=requests.ConnectionError("Connection refused"))
+    hook = NostoHook()
+    slept: list[float] = []
+    hook.retry_policy.sleep = slept.append
+
+    ok, message = hook.test_connection()
+
+    assert not ok
+    assert message == "Could not reach Nosto for POST /v1/graphql: ConnectionError: Connection refused"
+    assert (requests_mock.call_count, slept) == (1, [])
