@@ -87,6 +87,10 @@ RETRY_HINT = (
     "Retry the task (Airflow does so by itself while it has retries left); it resumes from what Klaviyo "
     "confirmed, so nothing is lost or imported twice."
 )
+CEILING_ADVICE = (
+    "Failing now so that the task can be retried later instead of holding a worker: give the task retries "
+    "with a retry_delay of at least that wait, or clear it then."
+)
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
@@ -225,13 +229,15 @@ def resolve_base_url(host: str | None, default: str, conn_id: str, *, error: typ
             f"Connection {conn_id!r}: the host holds a user name or password before '@'; put the key in the "
             f"connection's password field and only the base URL ({default}) in the host"
         )
+    # Quoted without its query and fragment, which may hold a token pasted with an endpoint's URL.
+    shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise error(f"Connection {conn_id!r}: host {url!r} is not an http(s) URL or host name")
+        raise error(f"Connection {conn_id!r}: host {shown!r} is not an http(s) URL or host name")
     if parts.path.strip("/") or parts.query or parts.fragment:
         # The hooks add every endpoint's whole path; a pasted endpoint would be doubled (/api/api/...).
         raise error(
-            f"Connection {conn_id!r}: host {url!r} has a path; give only the API's base URL, such as "
-            f"{default}, without {parts.path.rstrip('/') or '?' + parts.query}"
+            f"Connection {conn_id!r}: host {shown!r} has a path, query or fragment; give only the API's base "
+            f"URL, such as {default}"
         )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise error(
@@ -362,12 +368,36 @@ def _require_ca_certificates(path: str) -> None:
         ssl.create_default_context(cafile=certificate)
 
 
-def _unreadable_connection(conn_id: str, exc: Exception) -> KlaviyoConfigError:
-    # Airflow 3.1 refuses a connection whose extra is not JSON while it is being looked up; the
-    # original error is not chained because secrets backends may quote the connection in it.
-    return KlaviyoConfigError(
-        f"Airflow connection {conn_id!r} could not be read ({type(exc).__name__}); check that its extra "
-        'is valid JSON (an object such as {"timeout": 30})'
+#: What a connection look-up raises for a connection it cannot parse (Airflow 3.1 refuses an extra that is
+#: not a JSON object while looking the connection up); anything else, such as a secrets backend timing out,
+#: may pass by itself.
+UNPARSABLE_CONNECTION_ERRORS = (ValueError, TypeError, KeyError, ImportError)
+
+
+def unreadable_connection(
+    conn_id: str,
+    exc: Exception,
+    example_extra: str,
+    *,
+    error: type[Exception],
+    transient_error: type[Exception],
+) -> Exception:
+    """The error for a connection that could not be looked up, without chaining the original (secrets backends
+    may quote the connection in it): a config error when it could not be parsed, else one Airflow retries."""
+    if isinstance(exc, UNPARSABLE_CONNECTION_ERRORS):
+        return error(
+            f"Airflow connection {conn_id!r} could not be read ({type(exc).__name__}); check that its extra "
+            f"is a valid JSON object, such as {example_extra}"
+        )
+    return transient_error(
+        f"Airflow connection {conn_id!r} could not be looked up ({type(exc).__name__}); the task is retried. If "
+        "this persists, check the secrets backend or the Airflow API server the workers read connections from"
+    )
+
+
+def _unreadable_connection(conn_id: str, exc: Exception) -> Exception:
+    return unreadable_connection(
+        conn_id, exc, '{"timeout": 30}', error=KlaviyoConfigError, transient_error=KlaviyoServerError
     )
 
 
@@ -604,8 +634,7 @@ class KlaviyoHook(HttpHook):
         return KlaviyoRateLimitError(
             f"Klaviyo throttled the call and asked to wait {retry_after:.0f} s, longer than the "
             f"{ceiling:.0f} s this hook sleeps through (max_retry_wait); a daily limit may be used up. "
-            "Failing now so that the task can be retried later instead of holding a worker: give the task "
-            "retries with a retry_delay of at least that wait, or clear it then.",
+            + CEILING_ADVICE,
             retry_after=retry_after,
             code=getattr(exc, "code", None),
         )
@@ -904,6 +933,7 @@ class KlaviyoHook(HttpHook):
         """Check the key with ``GET /api/accounts`` (cheap, needs only ``accounts:read``)."""
         # The UI tests a form under a made-up connection id, so these messages name the form's fields instead.
         # One attempt: a person is waiting for the answer, and no task is retried.
+        policy = self.retry_policy
         self.with_retry_policy(max_attempts=1)
         try:
             document = self.request("GET", "/api/accounts") or {}
@@ -918,7 +948,9 @@ class KlaviyoHook(HttpHook):
                 "also needs the scopes listed in the docs (Klaviyo: Settings > API keys)."
             )
         except Exception as exc:
-            return False, redact(str(exc)).removesuffix(RETRY_HINT).rstrip()
+            return False, redact(str(exc)).removesuffix(RETRY_HINT).removesuffix(CEILING_ADVICE).rstrip()
+        finally:
+            self.retry_policy = policy
         accounts = document.get("data") or []
         account_id = accounts[0].get("id") if accounts and isinstance(accounts[0], dict) else "unknown"
         return True, f"Connected to Klaviyo account {account_id} (revision {self.REVISION})"

@@ -20,6 +20,7 @@ from airflow_provider_klaviyo_nosto.hooks.klaviyo import (
     refuse_unsendable_secret,
     resolve_base_url,
     tls_verify_setting,
+    unreadable_connection,
 )
 from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, certificate_refused, parse_retry_after
 from airflow_provider_klaviyo_nosto.state_store import refuse_unsupported_storage
@@ -27,6 +28,8 @@ from airflow_provider_klaviyo_nosto.sync.masking import redact
 from airflow_provider_klaviyo_nosto.sync.model import Segment
 
 DEFAULT_BASE_URL = "https://api.nosto.com"
+#: Said in a task's error where retrying is what helps; left out of a connection test's answer.
+TASK_ADVICE = " Nothing was written; retry the task."
 EXPORT_PATH = "/v1/segment-export/latest"
 SEGMENTS_QUERY = "query { segments { segments { id name } } }"
 EXPORT_CREDENTIAL = "'export_token' in the extra"
@@ -94,10 +97,12 @@ class NostoHook(BaseHook):
             except AirflowNotFoundException:
                 raise
             except Exception as exc:
-                # Airflow 3.1 refuses an extra that is not JSON during the look-up itself.
-                raise NostoConfigError(
-                    f"Airflow connection {self.nosto_conn_id!r} could not be read ({type(exc).__name__}); "
-                    'check that its extra is a valid JSON object, such as {"export_token": "..."}'
+                raise unreadable_connection(
+                    self.nosto_conn_id,
+                    exc,
+                    '{"export_token": "..."}',
+                    error=NostoConfigError,
+                    transient_error=NostoError,
                 ) from None
             extra: Any = {}
             if conn.extra:
@@ -237,9 +242,8 @@ class NostoHook(BaseHook):
         if document.get("errors"):
             messages = "; ".join(str(e.get("message", e)) for e in document["errors"] if isinstance(e, dict))
             raise NostoError(
-                f"Nosto's GraphQL API answered with errors: {self._scrub(messages)}. Nothing was written; retry "
-                f"the task, and if it persists check that the API_APPS token of Airflow connection "
-                f"{self.nosto_conn_id!r} may read segments"
+                f"Nosto's GraphQL API answered with errors: {self._scrub(messages)}.{TASK_ADVICE} If it persists, "
+                f"check that the API_APPS token of Airflow connection {self.nosto_conn_id!r} may read segments"
             )
         try:
             items = document["data"]["segments"]["segments"]
@@ -250,11 +254,15 @@ class NostoHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Check the API_APPS token by reading the segment catalogue."""
         # One attempt: a person is waiting for the answer, and no task is retried.
-        self.retry_policy = dataclasses.replace(self.retry_policy, max_attempts=1)
+        policy = self.retry_policy
+        self.retry_policy = dataclasses.replace(policy, max_attempts=1)
         try:
             segments = self.get_segments()
         except Exception as exc:
-            return False, self._scrub(str(exc)) if self._conn_settings else redact(str(exc))
+            message = self._scrub(str(exc)) if self._conn_settings else redact(str(exc))
+            return False, message.replace(TASK_ADVICE, "")
+        finally:
+            self.retry_policy = policy
         return True, f"Connected to Nosto; {len(segments)} segments in the catalogue"
 
     # -- export -------------------------------------------------------------------------------

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoConfigError, NostoError
+from airflow_provider_klaviyo_nosto.exceptions import (
+    KlaviyoConfigError,
+    KlaviyoServerError,
+    NostoConfigError,
+    NostoError,
+)
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
 
@@ -146,3 +152,33 @@ def test_nosto_export_url_requests_cannot_send_is_a_config_error(monkeypatch: py
 
     assert "invalid character" in str(err.value)
     assert "'export_url' of Airflow connection 'nosto_default'" in str(err.value)
+
+
+@pytest.mark.parametrize("hook_class", [KlaviyoHook, NostoHook], ids=["klaviyo", "nosto"])
+@pytest.mark.parametrize(
+    ("raised", "fixable"),
+    [
+        (ImportError("cannot import name 'SUPERVISOR_COMMS'"), True),
+        (ValueError("Expecting value"), True),
+        (requests.ConnectionError("secrets backend timed out"), False),
+        (TimeoutError(), False),
+    ],
+    ids=["unparsable-on-3.1", "unparsable", "secrets-backend-down", "timeout"],
+)
+def test_a_connection_that_cannot_be_looked_up_fails_for_good_only_when_it_cannot_be_parsed(
+    monkeypatch: pytest.MonkeyPatch, hook_class: type, raised: Exception, fixable: bool
+) -> None:
+    def look_up(conn_id: str) -> None:
+        raise raised
+
+    monkeypatch.setattr(hook_class, "get_connection", classmethod(lambda cls, conn_id: look_up(conn_id)))
+    hook = hook_class()
+
+    with pytest.raises((KlaviyoConfigError, NostoConfigError, KlaviyoServerError, NostoError)) as err:
+        hook.get_conn() if hook_class is KlaviyoHook else hook.get_segments()
+
+    assert isinstance(err.value, AirflowFailException) is fixable
+    message = str(err.value)
+    assert message.startswith(f"Airflow connection '{hook_class.default_conn_name}' could ")
+    assert ("is a valid JSON object" in message) is fixable
+    assert err.value.__cause__ is None
