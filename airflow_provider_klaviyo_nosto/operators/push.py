@@ -126,12 +126,15 @@ class KlaviyoSegmentPushOperator(BaseOperator):
         progress.setdefault("started_at", time.time())
 
         _, aliases = store.read_email_aliases()
-        self.remove_from_address_book(hook, spec, changes, aliases, progress, store)
-        batches = self.bulk_batches(spec, changes, progress)
-        self.submit_batches(hook, spec, batches, aliases, progress, store)
-        progress["calls"] = progress.get("calls", 0) + hook.calls_made
-        progress["throttled"] = progress.get("throttled", 0) + hook.throttled
-        store.write_progress(spec["generation"], spec["key"], progress)
+        try:
+            self.remove_from_address_book(hook, spec, changes, aliases, progress, store)
+            batches = self.bulk_batches(spec, changes, progress)
+            self.submit_batches(hook, spec, batches, aliases, progress, store)
+        finally:
+            # Counted for a try that fails too: the summary covers every call the push made.
+            progress["calls"] = progress.get("calls", 0) + hook.calls_made
+            progress["throttled"] = progress.get("throttled", 0) + hook.throttled
+            store.write_progress(spec["generation"], spec["key"], progress)
 
         job_ids = [batch["job_id"] for batch in progress.get("batches", {}).values() if batch.get("job_id")]
         # finish() reads the diff again; letting go of this copy halves a large push's peak memory while
@@ -392,7 +395,7 @@ class KlaviyoSegmentPushOperator(BaseOperator):
     def log_summary(self, summary: dict[str, Any], rejected: dict[str, str]) -> None:
         self.log.info(
             "%r: wrote %d contacts (%d added to the address book, %d removed from it), %d rejected; "
-            "jobs %s; %d calls (%d throttled with 429) in %.1f s.",
+            "jobs %s; %d calls (%d throttled with 429) in %.1f s since the push began.",
             summary["segment_name"],
             summary["written"],
             summary["added_to_list"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoAuthError, KlaviyoConfigError
 from tests.e2e.conftest import Sandbox
 from tests.e2e.inprocess import (
     LIST_NAME,
@@ -320,3 +320,32 @@ def test_a_dry_run_names_every_old_property_a_real_run_would_clear(
         in capsys.readouterr().out
     )
     assert runner.write_calls_since(mark) == []
+
+
+def test_a_push_summary_after_a_retry_counts_the_calls_of_the_failed_try(runner: SyncRunner) -> None:
+    # Contact 5 leaves Nosto (a list removal) and contact 90 joins (a bulk import), both in one push.
+    export = {address: names for address, names in EXPORT.items() if address != email(5)}
+    runner.nosto(CATALOGUE, {**export, email(90): ["Loyal Customers"]})
+    specs = [spec for spec in runner.plan() if spec["contacts_to_write"]]
+    mark = runner.request_mark()
+    # The first try's import is refused after its list removal went through.
+    runner.sandbox.add_fault(
+        {
+            "kind": "status",
+            "method": "POST",
+            "path": "^/api/profile-bulk-import-jobs$",
+            "status": 401,
+            "times": 1,
+        }
+    )
+    with pytest.raises(KlaviyoAuthError):
+        runner.push(specs)
+    runner.sandbox.clear_faults()
+
+    summaries = runner.push(specs)
+
+    # The job polls of a push that waits inline are not counted (a deferred push polls from the triggerer).
+    polls = "/api/profile-bulk-import-jobs/{job_id}"
+    made = [entry for entry in runner.sandbox.requests_log(since=mark) if entry["template"] != polls]
+    assert sum(summary["calls"] for summary in summaries) == len(made)
+    assert runner.klaviyo().members() == set(export) | {email(90)}
