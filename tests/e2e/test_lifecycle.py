@@ -6,6 +6,7 @@ and a changed list or property name, each shown against the sandbox with a small
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,16 +193,22 @@ def test_a_contact_the_migration_could_not_write_has_its_old_property_emptied_wh
     assert view.values(PROPERTY) == dict.fromkeys(before, [])
 
 
-def test_a_migration_whose_push_never_ran_is_finished_by_the_next_run(runner: SyncRunner) -> None:
+def _start_a_migration_whose_push_is_lost(runner: SyncRunner) -> dict[str, Any]:
+    """Start moving every value to 'nosto_segments', then lose the push carrying the move (its worker died and its
+    retries were spent); return the values before."""
     before = runner.klaviyo().values()
     runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
     specs = runner.plan(migrate=True)
-    # Every contact's only change is the property, so the address book's push carries the whole migration;
-    # it is lost (its worker died and its retries were spent) and the next scheduled run plans anew.
+    # Every contact's only change is the property, so the address book's push carries the whole migration.
     assert [spec["key"] for spec in specs if spec["contacts_to_write"]] == ["address-book"]
     runner.push([spec for spec in specs if spec["key"] != "address-book"])
+    return before
 
-    runner.run()
+
+def test_a_migration_whose_push_never_ran_is_finished_by_the_next_run(runner: SyncRunner) -> None:
+    before = _start_a_migration_whose_push_is_lost(runner)
+
+    runner.run()  # the next scheduled run plans anew
 
     view = runner.klaviyo()
     assert view.values("nosto_segments") == before
@@ -212,10 +219,7 @@ def test_a_migration_whose_push_never_ran_is_finished_by_the_next_run(runner: Sy
 
 
 def test_a_full_resync_during_an_unfinished_migration_empties_the_old_property(runner: SyncRunner) -> None:
-    before = runner.klaviyo().values()
-    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
-    specs = runner.plan(migrate=True)
-    runner.push([spec for spec in specs if spec["key"] != "address-book"])  # the migration's push is lost
+    before = _start_a_migration_whose_push_is_lost(runner)
 
     runner.run(full_resync=True)
 
@@ -225,11 +229,7 @@ def test_a_full_resync_during_an_unfinished_migration_empties_the_old_property(r
 
 
 def test_a_second_migration_before_the_first_finished_empties_both_old_properties(runner: SyncRunner) -> None:
-    before = runner.klaviyo().values()
-    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
-    specs = runner.plan(migrate=True)
-    # The first migration's push is lost.
-    runner.push([spec for spec in specs if spec["key"] != "address-book"])
+    before = _start_a_migration_whose_push_is_lost(runner)
     runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_tags")
 
     runner.run(migrate=True)
@@ -246,10 +246,7 @@ def test_a_second_migration_before_the_first_finished_empties_both_old_propertie
 def test_migrating_back_to_the_first_name_before_the_move_finished_keeps_the_values_there(
     runner: SyncRunner,
 ) -> None:
-    before = runner.klaviyo().values()
-    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
-    specs = runner.plan(migrate=True)
-    runner.push([spec for spec in specs if spec["key"] != "address-book"])
+    before = _start_a_migration_whose_push_is_lost(runner)
     runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name=PROPERTY)
 
     runner.run(migrate=True)
@@ -259,11 +256,11 @@ def test_migrating_back_to_the_first_name_before_the_move_finished_keeps_the_val
     assert view.values("nosto_segments") == dict.fromkeys(before, [])
 
 
-def _synced_with_a_mixed_case_profile(runner: SyncRunner, sandbox: Sandbox, **config: object) -> str:
+def _synced_with_a_mixed_case_profile(runner: SyncRunner, sandbox: Sandbox) -> str:
     """The export's contact 5, stored by Klaviyo as 'Contact0005@Example.com' before the first run."""
     stored = email(5).replace("contact", "Contact").replace("example", "Example")
     sandbox.seed_profiles([{"email": stored}])
-    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, empty_value="unset", **config)
+    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, empty_value="unset")
     runner.nosto(CATALOGUE, EXPORT)
     runner.run()
     assert runner.klaviyo().profiles[stored]["properties"][PROPERTY] == sorted(EXPORT[email(5)])
@@ -301,9 +298,7 @@ def test_unset_removes_the_emptied_property_of_a_profile_stored_in_other_letter_
 def test_a_dry_run_names_every_old_property_a_real_run_would_clear(
     runner: SyncRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runner.configure(segments=list(CATALOGUE), klaviyo_pool_slots=1, property_name="nosto_segments")
-    specs = runner.plan(migrate=True)
-    runner.push([spec for spec in specs if spec["key"] != "address-book"])  # the migration's push is lost
+    _start_a_migration_whose_push_is_lost(runner)
     capsys.readouterr()
 
     mark = runner.request_mark()
