@@ -33,7 +33,12 @@ from airflow_provider_klaviyo_nosto.exceptions import (
     KlaviyoServerError,
 )
 from airflow_provider_klaviyo_nosto.hooks.pacing import KlaviyoPacer, endpoint_template
-from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, certificate_refused, parse_retry_after
+from airflow_provider_klaviyo_nosto.hooks.retry import (
+    RetryPolicy,
+    certificate_refused,
+    parse_retry_after,
+    single_attempt,
+)
 from airflow_provider_klaviyo_nosto.sync.masking import redact
 
 if TYPE_CHECKING:
@@ -392,6 +397,18 @@ def unreadable_connection(
     return transient_error(
         f"Airflow connection {conn_id!r} could not be looked up ({type(exc).__name__}); the task is retried. If "
         "this persists, check the secrets backend or the Airflow API server the workers read connections from"
+    )
+
+
+def untrusted_certificate(call: str, detail: str, conn_id: str, *, error: type[Exception]) -> Exception:
+    """The error for a server certificate that failed verification: a setting to fix, so it names the setting.
+
+    :param call: the call that failed, such as ``"Klaviyo GET /api/lists"``.
+    :param detail: the transport error, already masked.
+    """
+    return error(
+        f"{call}: the server's TLS certificate is not trusted ({detail}). If a proxy re-signs TLS, name its CA in "
+        f"'verify' in the extra of Airflow connection {conn_id!r} (see docs/connections.md)."
     )
 
 
@@ -781,11 +798,9 @@ class KlaviyoHook(HttpHook):
                 f"Klaviyo {operation} could not be completed: {_describe(exc)}. {RETRY_HINT}", retryable=False
             ) from None
 
-    def _untrusted_certificate(self, operation: str, exc: BaseException) -> KlaviyoConfigError:
-        return KlaviyoConfigError(
-            f"Klaviyo {operation}: the server's TLS certificate is not trusted ({_describe(exc)}). If a proxy "
-            f"re-signs TLS, name its CA in 'verify' in the extra of Airflow connection {self.klaviyo_conn_id!r} "
-            "(see docs/connections.md)."
+    def _untrusted_certificate(self, operation: str, exc: BaseException) -> Exception:
+        return untrusted_certificate(
+            f"Klaviyo {operation}", _describe(exc), self.klaviyo_conn_id, error=KlaviyoConfigError
         )
 
     def _interpret(
@@ -932,11 +947,9 @@ class KlaviyoHook(HttpHook):
     def test_connection(self) -> tuple[bool, str]:
         """Check the key with ``GET /api/accounts`` (cheap, needs only ``accounts:read``)."""
         # The UI tests a form under a made-up connection id, so these messages name the form's fields instead.
-        # One attempt: a person is waiting for the answer, and no task is retried.
-        policy = self.retry_policy
-        self.with_retry_policy(max_attempts=1)
         try:
-            document = self.request("GET", "/api/accounts") or {}
+            with single_attempt(self):
+                document = self.request("GET", "/api/accounts") or {}
         except KlaviyoAuthError:
             return False, (
                 "Klaviyo did not accept the key (401): put the account's private API key (pk_...) in the "
@@ -949,8 +962,6 @@ class KlaviyoHook(HttpHook):
             )
         except Exception as exc:
             return False, redact(str(exc)).removesuffix(RETRY_HINT).removesuffix(CEILING_ADVICE).rstrip()
-        finally:
-            self.retry_policy = policy
         accounts = document.get("data") or []
         account_id = accounts[0].get("id") if accounts and isinstance(accounts[0], dict) else "unknown"
         return True, f"Connected to Klaviyo account {account_id} (revision {self.REVISION})"

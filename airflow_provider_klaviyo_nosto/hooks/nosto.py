@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +20,14 @@ from airflow_provider_klaviyo_nosto.hooks.klaviyo import (
     resolve_base_url,
     tls_verify_setting,
     unreadable_connection,
+    untrusted_certificate,
 )
-from airflow_provider_klaviyo_nosto.hooks.retry import RetryPolicy, certificate_refused, parse_retry_after
+from airflow_provider_klaviyo_nosto.hooks.retry import (
+    RetryPolicy,
+    certificate_refused,
+    parse_retry_after,
+    single_attempt,
+)
 from airflow_provider_klaviyo_nosto.state_store import refuse_unsupported_storage
 from airflow_provider_klaviyo_nosto.sync.masking import redact
 from airflow_provider_klaviyo_nosto.sync.model import Segment
@@ -124,17 +129,16 @@ class NostoHook(BaseHook):
             # The export may live on another host than the API; verification may only be off if both are local.
             hosts = [urlsplit(base_url).hostname]
             if export_url:
+                located = export_url if "://" in export_url else f"https://{export_url}"
                 try:
-                    hosts.append(
-                        urlsplit(export_url if "://" in export_url else f"https://{export_url}").hostname
-                    )
+                    hosts.append(urlsplit(located).hostname)
                 except ValueError as exc:
                     raise NostoConfigError(
                         f"Connection {self.nosto_conn_id!r}: 'export_url' in the extra is not a valid URL ({exc})"
                     ) from None
                 refuse_unsupported_storage(
                     "'export_url'",
-                    export_url if "://" in export_url else f"https://{export_url}",
+                    located,
                     also_served=("http", "https"),
                     where=f"in the extra of Airflow connection {self.nosto_conn_id!r}",
                     error=NostoConfigError,
@@ -211,10 +215,11 @@ class NostoHook(BaseHook):
             ) from None
         except requests.RequestException as exc:
             if certificate_refused(exc):
-                raise NostoConfigError(
-                    f"Nosto {method} {urlsplit(url).path}: the server's TLS certificate is not trusted "
-                    f"({self._scrub(f'{type(exc).__name__}: {exc}')}). If a proxy re-signs TLS, name its CA in "
-                    f"'verify' in the extra of Airflow connection {self.nosto_conn_id!r} (see docs/connections.md)"
+                raise untrusted_certificate(
+                    f"Nosto {method} {urlsplit(url).path}",
+                    self._scrub(f"{type(exc).__name__}: {exc}"),
+                    self.nosto_conn_id,
+                    error=NostoConfigError,
                 ) from None
             raise NostoError(
                 f"Could not reach Nosto for {method} {urlsplit(url).path}: "
@@ -253,16 +258,12 @@ class NostoHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the API_APPS token by reading the segment catalogue."""
-        # One attempt: a person is waiting for the answer, and no task is retried.
-        policy = self.retry_policy
-        self.retry_policy = dataclasses.replace(policy, max_attempts=1)
         try:
-            segments = self.get_segments()
+            with single_attempt(self):
+                segments = self.get_segments()
         except Exception as exc:
             message = self._scrub(str(exc)) if self._conn_settings else redact(str(exc))
             return False, message.replace(TASK_ADVICE, "")
-        finally:
-            self.retry_policy = policy
         return True, f"Connected to Nosto; {len(segments)} segments in the catalogue"
 
     # -- export -------------------------------------------------------------------------------

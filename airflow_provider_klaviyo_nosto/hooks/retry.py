@@ -24,9 +24,10 @@ import asyncio
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import aiohttp
 import requests
@@ -88,6 +89,22 @@ def certificate_refused(exc: BaseException) -> bool:
         args = getattr(cause, "args", ())
         cause = reason if reason is not None else (args[0] if args else None)
     return False
+
+
+class _Retrying(Protocol):
+    retry_policy: RetryPolicy
+
+
+@contextmanager
+def single_attempt(hook: _Retrying) -> Iterator[None]:
+    """Give ``hook`` one attempt per call inside the block, then its own policy back: for a connection test,
+    where a person is waiting for the answer and no task retries."""
+    policy = hook.retry_policy
+    hook.retry_policy = replace(policy, max_attempts=1)
+    try:
+        yield
+    finally:
+        hook.retry_policy = policy
 
 
 def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
