@@ -42,6 +42,21 @@ def set_connection(
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
 
 
+NOSTO_TOKEN = "nostoAppsToken0123456789"
+NOSTO_EXPORT_TOKEN = "exportToken9876543210"
+
+
+def set_nosto_connection(monkeypatch: pytest.MonkeyPatch, **fields: object) -> None:
+    """The ``nosto_default`` connection with both tokens; ``fields`` replace any of its fields (host, extra...)."""
+    conn = {
+        "conn_type": "nosto",
+        "password": NOSTO_TOKEN,
+        "extra": {"export_token": NOSTO_EXPORT_TOKEN},
+        **fields,
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps(conn))
+
+
 def make_hook(clock: FakeClock, **kwargs: object) -> KlaviyoHook:
     """A hook whose retries and pacing sleep on ``clock`` instead of the wall clock."""
     hook = KlaviyoHook(**kwargs)  # type: ignore[arg-type]

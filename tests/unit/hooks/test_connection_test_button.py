@@ -3,24 +3,24 @@ and a hook that goes on working normally afterwards."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import requests_mock as requests_mock_module
 
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
-from tests.unit.hooks.klaviyo_fixtures import API_KEY, BASE, FakeClock, make_hook, set_connection
+from tests.unit.hooks.klaviyo_fixtures import (
+    API_KEY,
+    BASE,
+    NOSTO_TOKEN,
+    FakeClock,
+    make_hook,
+    set_connection,
+    set_nosto_connection,
+)
 
 NOSTO = "https://api.nosto.com"
-NOSTO_TOKEN = "nostoAppsToken0123456789"
 ACCOUNTS = {"data": [{"type": "account", "id": "ACC1", "attributes": {}}]}
 CATALOGUE = {"data": {"segments": {"segments": [{"id": "5a1", "name": "VIP"}]}}}
 TASK_WORDS = ("the task", "retry_delay", "clear it")
-
-
-def set_nosto(monkeypatch: pytest.MonkeyPatch, host: str = NOSTO) -> None:
-    conn = {"conn_type": "nosto", "host": host, "password": NOSTO_TOKEN, "extra": {"export_token": "exp"}}
-    monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps(conn))
 
 
 def test_a_klaviyo_hook_retries_as_usual_after_a_connection_test(
@@ -39,7 +39,7 @@ def test_a_klaviyo_hook_retries_as_usual_after_a_connection_test(
 def test_a_nosto_hook_retries_as_usual_after_a_connection_test(
     monkeypatch: pytest.MonkeyPatch, requests_mock: requests_mock_module.Mocker
 ) -> None:
-    set_nosto(monkeypatch)
+    set_nosto_connection(monkeypatch, host=NOSTO)
     requests_mock.post(f"{NOSTO}/v1/graphql", json=CATALOGUE)
     hook = NostoHook()
     hook.retry_policy.sleep = lambda _seconds: None
@@ -70,7 +70,7 @@ def test_a_klaviyo_daily_limit_is_answered_without_advice_for_tasks(
 def test_a_nosto_graphql_error_is_answered_without_advice_for_tasks(
     monkeypatch: pytest.MonkeyPatch, requests_mock: requests_mock_module.Mocker
 ) -> None:
-    set_nosto(monkeypatch)
+    set_nosto_connection(monkeypatch, host=NOSTO)
     requests_mock.post(f"{NOSTO}/v1/graphql", json={"errors": [{"message": "Internal error"}]})
 
     ok, message = NostoHook().test_connection()
@@ -90,7 +90,7 @@ def test_a_token_pasted_into_the_host_is_not_repeated(monkeypatch: pytest.Monkey
         set_connection(monkeypatch, host=host)
         ok, message = make_hook(FakeClock()).test_connection()
     else:
-        set_nosto(monkeypatch, host)
+        set_nosto_connection(monkeypatch, host=host)
         ok, message = NostoHook().test_connection()
 
     assert not ok

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import random
 
 import pytest
@@ -12,21 +11,14 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_provider_klaviyo_nosto.exceptions import NostoConfigError, NostoError
 from airflow_provider_klaviyo_nosto.hooks.nosto import SEGMENTS_QUERY, NostoHook
 from airflow_provider_klaviyo_nosto.sync.model import Segment
+from tests.unit.hooks.klaviyo_fixtures import NOSTO_EXPORT_TOKEN, NOSTO_TOKEN, set_nosto_connection
 
-TOKEN = "nostoAppsToken0123456789"
-EXPORT_TOKEN = "exportToken9876543210"
 API = "https://api.nosto.com"
-
-
-def set_nosto(monkeypatch, **fields) -> None:
-    extra = fields.pop("extra", {"export_token": EXPORT_TOKEN})
-    conn = {"conn_type": "nosto", "password": TOKEN, "extra": extra, **fields}
-    monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps(conn))
 
 
 @pytest.fixture
 def hook(monkeypatch) -> NostoHook:
-    set_nosto(monkeypatch)
+    set_nosto_connection(monkeypatch)
     nosto = NostoHook()
     nosto.retry_policy.sleep = lambda _seconds: None
     nosto.retry_policy.rng = random.Random(0)
@@ -42,17 +34,17 @@ def test_segments_use_basic_auth_with_empty_user(hook, requests_mock):
     assert hook.get_segments() == [Segment(id="5a1", name="Category affinity: Kombai")]
 
     sent = requests_mock.request_history[0]
-    assert sent.headers["Authorization"] == "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()
+    assert sent.headers["Authorization"] == "Basic " + base64.b64encode(f":{NOSTO_TOKEN}".encode()).decode()
     assert sent.json() == {"query": SEGMENTS_QUERY}
 
 
 def test_graphql_errors_do_not_leak_tokens(hook, requests_mock):
     requests_mock.post(
-        f"{API}/v1/graphql", json={"errors": [{"message": f"bad token {TOKEN} for a@example.com"}]}
+        f"{API}/v1/graphql", json={"errors": [{"message": f"bad token {NOSTO_TOKEN} for a@example.com"}]}
     )
     with pytest.raises(NostoError) as err:
         hook.get_segments()
-    assert TOKEN not in str(err.value)
+    assert NOSTO_TOKEN not in str(err.value)
     assert "a@example.com" not in str(err.value)
 
 
@@ -72,7 +64,7 @@ def test_unauthorized_is_terminal(hook, requests_mock):
     assert "401" in message
     assert "API_APPS token in the password" in message
     assert "'nosto_default'" in message
-    assert TOKEN not in message
+    assert NOSTO_TOKEN not in message
     assert requests_mock.call_count == 1
 
 
@@ -84,7 +76,7 @@ def test_refused_export_token_names_the_extra_and_connection(hook, requests_mock
     assert isinstance(err.value, AirflowFailException), "Airflow does not retry a refused token"
     assert "'export_token' in the extra" in str(err.value)
     assert "'nosto_default'" in str(err.value)
-    assert EXPORT_TOKEN not in str(err.value)
+    assert NOSTO_EXPORT_TOKEN not in str(err.value)
     assert requests_mock.call_count == 1
 
 
@@ -94,14 +86,14 @@ def test_refused_export_token_names_the_extra_and_connection(hook, requests_mock
     ids=["bool", "string", "verify_ssl", "ssl_verify", "insecure"],
 )
 def test_verification_off_refused_for_remote_hosts(monkeypatch, extra):
-    set_nosto(monkeypatch, extra={"export_token": EXPORT_TOKEN, **extra})
+    set_nosto_connection(monkeypatch, extra={"export_token": NOSTO_EXPORT_TOKEN, **extra})
     with pytest.raises(NostoError, match="cannot be switched off for api.nosto.com"):
         NostoHook().get_segments()
 
 
 def test_verification_off_allowed_for_loopback_only(monkeypatch, requests_mock):
-    set_nosto(
-        monkeypatch, host="http://127.0.0.1:9000", extra={"export_token": EXPORT_TOKEN, "verify": False}
+    set_nosto_connection(
+        monkeypatch, host="http://127.0.0.1:9000", extra={"export_token": NOSTO_EXPORT_TOKEN, "verify": False}
     )
     requests_mock.post("http://127.0.0.1:9000/v1/graphql", json={"data": {"segments": {"segments": []}}})
     hook = NostoHook()
@@ -116,8 +108,12 @@ def test_verification_off_allowed_for_loopback_only(monkeypatch, requests_mock):
 
 
 def test_remote_export_url_keeps_verification_on(monkeypatch):
-    extra = {"export_token": EXPORT_TOKEN, "export_url": "https://exports.example.com/e", "verify": False}
-    set_nosto(monkeypatch, host="http://127.0.0.1:9000", extra=extra)
+    extra = {
+        "export_token": NOSTO_EXPORT_TOKEN,
+        "export_url": "https://exports.example.com/e",
+        "verify": False,
+    }
+    set_nosto_connection(monkeypatch, host="http://127.0.0.1:9000", extra=extra)
     with pytest.raises(NostoError, match="exports.example.com"):
         NostoHook().export_uri()
 
@@ -138,13 +134,13 @@ def test_export_streams_with_bearer_token(hook, requests_mock):
         assert handle.read() == payload
 
     sent = requests_mock.request_history[0]
-    assert sent.headers["Authorization"] == f"Bearer {EXPORT_TOKEN}"
-    assert EXPORT_TOKEN not in sent.url
+    assert sent.headers["Authorization"] == f"Bearer {NOSTO_EXPORT_TOKEN}"
+    assert NOSTO_EXPORT_TOKEN not in sent.url
 
 
 def test_export_url_from_connection_and_bare_host(monkeypatch, requests_mock):
-    set_nosto(
-        monkeypatch, extra={"export_token": EXPORT_TOKEN, "export_url": "exports.example.com/seg.jsonl"}
+    set_nosto_connection(
+        monkeypatch, extra={"export_token": NOSTO_EXPORT_TOKEN, "export_url": "exports.example.com/seg.jsonl"}
     )
     requests_mock.get("https://exports.example.com/seg.jsonl", content=b"{}\n")
     with NostoHook().open_export() as handle:
@@ -152,7 +148,9 @@ def test_export_url_from_connection_and_bare_host(monkeypatch, requests_mock):
 
 
 def test_export_url_with_a_scheme_no_filesystem_serves_is_a_config_error_naming_the_connection(monkeypatch):
-    set_nosto(monkeypatch, extra={"export_token": EXPORT_TOKEN, "export_url": "sftpx://exports/seg.jsonl"})
+    set_nosto_connection(
+        monkeypatch, extra={"export_token": NOSTO_EXPORT_TOKEN, "export_url": "sftpx://exports/seg.jsonl"}
+    )
 
     with pytest.raises(NostoConfigError) as err, NostoHook().open_export():
         pass
@@ -186,7 +184,7 @@ def test_export_modified_at_from_last_modified(hook, requests_mock):
     modified = hook.export_modified_at()
     assert modified is not None
     assert modified.isoformat() == "2026-12-02T06:00:00+00:00"
-    assert requests_mock.request_history[0].headers["Authorization"] == f"Bearer {EXPORT_TOKEN}"
+    assert requests_mock.request_history[0].headers["Authorization"] == f"Bearer {NOSTO_EXPORT_TOKEN}"
 
 
 def test_missing_export_is_none(hook, requests_mock):
@@ -195,13 +193,13 @@ def test_missing_export_is_none(hook, requests_mock):
 
 
 def test_missing_export_token(monkeypatch):
-    set_nosto(monkeypatch, extra={})
+    set_nosto_connection(monkeypatch, extra={})
     with pytest.raises(NostoError, match="export_token"), NostoHook().open_export():
         pass
 
 
 def test_host_override_and_loopback(monkeypatch, requests_mock):
-    set_nosto(monkeypatch, host="http://127.0.0.1:9000")
+    set_nosto_connection(monkeypatch, host="http://127.0.0.1:9000")
     requests_mock.post("http://127.0.0.1:9000/v1/graphql", json={"data": {"segments": {"segments": []}}})
     assert NostoHook().get_segments() == []
 
@@ -228,7 +226,7 @@ def test_ui_field_behaviour_matches_provider_info():
             "must be a JSON object|check that its extra is a valid JSON object",
         ),
         (
-            {"extra": {"export_token": EXPORT_TOKEN}},
+            {"extra": {"export_token": NOSTO_EXPORT_TOKEN}},
             lambda hook: hook.open_export("http://exports.example.com/x").__enter__(),
             "plain http",
         ),
@@ -237,7 +235,7 @@ def test_ui_field_behaviour_matches_provider_info():
 )
 def test_a_connection_setting_to_fix_fails_the_task_without_retries(monkeypatch, fields, call, named):
     # A setting does not fix itself: Airflow's retries would only repeat the same error.
-    set_nosto(monkeypatch, **fields)
+    set_nosto_connection(monkeypatch, **fields)
 
     with pytest.raises(NostoConfigError, match=named) as err:
         call(NostoHook())
@@ -246,7 +244,7 @@ def test_a_connection_setting_to_fix_fails_the_task_without_retries(monkeypatch,
 
 
 def test_test_connection_answers_a_network_fault_after_one_attempt(monkeypatch, requests_mock):
-    set_nosto(monkeypatch)
+    set_nosto_connection(monkeypatch)
     requests_mock.post(f"{API}/v1/graphql", exc=requests.ConnectionError("Connection refused"))
     hook = NostoHook()
     slept: list[float] = []

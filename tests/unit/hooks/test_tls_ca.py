@@ -4,7 +4,6 @@ push's requests and by the triggerer's job polls alike; anything else is refused
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import subprocess
 from pathlib import Path
@@ -14,7 +13,14 @@ import trustme
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, NostoConfigError
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
-from tests.unit.hooks.klaviyo_fixtures import FakeClock, ScriptedServer, make_hook, set_connection
+from tests.unit.hooks.klaviyo_fixtures import (
+    NOSTO_TOKEN,
+    FakeClock,
+    ScriptedServer,
+    make_hook,
+    set_connection,
+    set_nosto_connection,
+)
 
 JOB = {
     "data": {
@@ -106,8 +112,7 @@ def test_an_untrusted_certificate_on_the_nosto_connection_fails_at_once_naming_i
 ) -> None:
     async def catalogue() -> None:
         async with ScriptedServer([(200, {}, {"data": {}})], ssl_context=server_context) as server:
-            conn = {"conn_type": "nosto", "host": server.url, "password": "nosto-apps-token"}
-            monkeypatch.setenv("AIRFLOW_CONN_NOSTO_DEFAULT", json.dumps(conn))
+            set_nosto_connection(monkeypatch, host=server.url)
             await asyncio.to_thread(NostoHook().get_segments)
 
     with pytest.raises(NostoConfigError) as err:
@@ -115,7 +120,7 @@ def test_an_untrusted_certificate_on_the_nosto_connection_fails_at_once_naming_i
 
     assert str(err.value).startswith("Nosto POST /v1/graphql: the server's TLS certificate is not trusted (")
     assert "'verify' in the extra of Airflow connection 'nosto_default'" in str(err.value)
-    assert "nosto-apps-token" not in str(err.value)
+    assert NOSTO_TOKEN not in str(err.value)
 
 
 @pytest.mark.parametrize("content", [b"", b"<html>not a certificate</html>"], ids=["empty", "not-pem"])
