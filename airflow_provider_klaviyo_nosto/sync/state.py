@@ -148,7 +148,7 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
                 part, None, f"segment {segment_id!r} needs a string name and an integer generation"
             )
         former = raw.get("former_names", [])
-        if not (isinstance(former, list) and all(isinstance(item, str) for item in former)):
+        if not _is_string_list(former):
             raise StateFileError(
                 part, None, f"segment {segment_id!r}: 'former_names' is not a list of strings"
             )
@@ -160,7 +160,7 @@ def load_meta(data: bytes, *, part: str = META_FILE) -> AppliedState:
         if not isinstance(document.get(key), str | None):
             raise StateFileError(part, None, f"{key!r} is not a string")
     former_properties = document.get("former_properties", [])
-    if not (isinstance(former_properties, list) and all(isinstance(item, str) for item in former_properties)):
+    if not _is_string_list(former_properties):
         raise StateFileError(part, None, "'former_properties' is not a list of strings")
     if not _is_int(document.get("generation")):
         raise StateFileError(part, None, "'generation' is not an integer")
@@ -433,6 +433,10 @@ def _email(value: object, part: str, line_number: int) -> str:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_string_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 class _RecordCache:
