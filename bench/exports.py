@@ -1,9 +1,9 @@
 """Reproducible benchmark data: a Segment Export with 20 segments and the applied state it is diffed against.
 
-Generated straight to gzip, line by line, so 5,000,000 contacts need neither Faker nor the whole export in
-memory. One seed always gives the same bytes. The applied state is what an earlier run confirmed: the export's
-own membership with about 5% of it changed (contacts who joined or left one segment since, newcomers not yet
-applied, and applied contacts gone from the export).
+The export is generated straight to gzip, line by line, so 5,000,000 contacts need neither Faker nor the whole
+export in memory. One seed always gives the same bytes. The applied state is what an earlier run confirmed: the
+export's own membership with about 5% of it changed (contacts who joined or left one segment since, newcomers not
+yet applied, and applied contacts gone from the export), written by the sync's own ``write_contacts``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,13 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from airflow_provider_klaviyo_nosto.sync.model import ContactRecord
+from airflow_provider_klaviyo_nosto.sync.state import write_contacts
 from sandbox.generator import CUSTOM_SEGMENT_NAMES
 
 SEGMENTS = 20
+#: Bumped when the applied-state snapshot's file format changes, so that older data sets are generated again.
+SNAPSHOT_FORMAT = 2
 #: The share of contacts whose applied record differs from the export's.
 CHANGED_SHARE = 0.05
 
@@ -76,9 +80,12 @@ def generate(folder: Path, contacts: int, seed: int = 1) -> BenchData:
     """
     manifest = folder / "manifest.json"
     if manifest.exists():
-        data = BenchData(**json.loads(manifest.read_text()))
-        if data.contacts == contacts and data.seed == seed:
-            return data
+        saved = json.loads(manifest.read_text())
+        # Data sets written before the snapshot's current format are generated again.
+        if saved.pop("snapshot_format", None) == SNAPSHOT_FORMAT:
+            data = BenchData(**saved)
+            if data.contacts == contacts and data.seed == seed:
+                return data
     folder.mkdir(parents=True, exist_ok=True)
     segments = catalogue(seed)
     (folder / "catalogue.json").write_text(json.dumps(segments, ensure_ascii=False, indent=1) + "\n")
@@ -86,14 +93,14 @@ def generate(folder: Path, contacts: int, seed: int = 1) -> BenchData:
     custom = [segment["name"] for segment in segments if segment["name"] not in _LIFECYCLE]
 
     rng = random.Random(seed)
-    export_lines = applied = changed = 0
+    export_lines = changed = 0
+    state: dict[str, ContactRecord] = {}
+    records = _Records(ids)
     export_path, applied_path = folder / "export.jsonl.gz", folder / "contacts.jsonl.gz"
     with (
         gzip.open(export_path, "wt", encoding="utf-8", compresslevel=6) as export,
-        gzip.open(applied_path, "wt", encoding="utf-8", compresslevel=6) as state,
     ):
         export_chunk: list[str] = []
-        state_chunk: list[str] = []
         for index in range(contacts):
             email = (
                 f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}{index:x}@{_DOMAINS[rng.randrange(len(_DOMAINS))]}"
@@ -117,21 +124,19 @@ def generate(folder: Path, contacts: int, seed: int = 1) -> BenchData:
             if roll < 0.045:
                 changed += 1
             if before:
-                state_chunk.append(_state_line(email, before, ids))
-                applied += 1
+                state[email] = records.record(before)
             if roll >= 0.995:  # gone from Nosto since the last run
-                state_chunk.append(_state_line(f"gone{index:x}@example.org", names, ids))
-                applied += 1
+                state[f"gone{index:x}@example.org"] = records.record(names)
                 changed += 1
             if len(export_chunk) >= 10_000:
                 export.write("\n".join(export_chunk) + "\n")
                 export_chunk.clear()
-            if len(state_chunk) >= 10_000:
-                state.write("".join(state_chunk))
-                state_chunk.clear()
         if export_chunk:
             export.write("\n".join(export_chunk) + "\n")
-        state.write("".join(state_chunk))
+    # The applied state is written as the sync writes it.
+    applied = len(state)
+    with applied_path.open("wb") as stream:
+        write_contacts(stream, state)
 
     data = BenchData(
         folder=str(folder),
@@ -144,14 +149,25 @@ def generate(folder: Path, contacts: int, seed: int = 1) -> BenchData:
         applied_records=applied,
         changed=changed,
     )
-    manifest.write_text(json.dumps(asdict(data), indent=1) + "\n")
+    manifest.write_text(json.dumps({**asdict(data), "snapshot_format": SNAPSHOT_FORMAT}, indent=1) + "\n")
     return data
 
 
-def _state_line(email: str, names: set[str], ids: dict[str, str]) -> str:
-    ordered = sorted(names)
-    segment_ids = sorted(ids[name] for name in ordered)
-    return json.dumps([email, 1, segment_ids, ordered], ensure_ascii=False, separators=(",", ":")) + "\n"
+class _Records:
+    """One shared applied record per set of segment names, as the sync's own reader gives."""
+
+    def __init__(self, ids: dict[str, str]) -> None:
+        self._ids = ids
+        self._records: dict[frozenset[str], ContactRecord] = {}
+
+    def record(self, names: set[str]) -> ContactRecord:
+        key = frozenset(names)
+        record = self._records.get(key)
+        if record is None:
+            ordered = tuple(sorted(names))
+            segment_ids = tuple(sorted(self._ids[name] for name in ordered))
+            record = self._records[key] = ContactRecord(True, segment_ids, ordered)
+        return record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,10 @@ host-name domains) rather than a narrower pattern: ``o'neil@`` and ``carol+news@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
+from itertools import compress, count, repeat
+from operator import and_, is_not, itemgetter, not_
 
 import idna
 
@@ -21,6 +24,16 @@ _ALPHA_TLD = re.compile(r"[a-z]{2,63}")
 _PLAIN_ADDRESS = re.compile(
     r"([a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*)@([a-z0-9.-]+)"
 )
+# The same as a yes or no, within the length limits: at most 64 characters before the "@" and 254 in
+# all. The possessive quantifiers never give back what they matched, which cannot change the answer
+# here (no atom holds a dot or an "@") but halves the time.
+_PLAIN_WITHIN_LIMITS = re.compile(
+    r"(?=[^@]{1,64}@)(?=.{1,254}\Z)"
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]++(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]++)*+@[a-z0-9.-]++"
+)
+# Domains seen by normalise_plain_emails -> whether they are already in canonical form; cleared when full.
+_SETTLED_DOMAINS: dict[str, bool] = {}
+_MAX_SETTLED_DOMAINS = 65_536
 
 # Besides Unicode white space, exports carry zero-width characters and byte-order marks copied
 # from spreadsheets; none of them can be part of an address.
@@ -79,6 +92,37 @@ def normalise_email(raw: object) -> str:
     if len(normalised) > _MAX_ADDRESS:
         raise InvalidEmail("address longer than 254 characters")
     return normalised
+
+
+def normalise_plain_emails(raws: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Normalise many addresses at once, as :func:`normalise_email` would, where that needs no step each.
+
+    Returns the trimmed, lower-cased addresses and the positions of those that are not plain
+    (dot-atom local part, ASCII host name in canonical form, within the length limits): only those
+    need :func:`normalise_email`, which also says what is wrong with an invalid one. Every other
+    position already holds what :func:`normalise_email` returns. Each pass runs inside ``map``, so
+    millions of addresses cost no Python step each.
+
+    :param raws: the addresses as found, all strings.
+    """
+    lowered = list(map(str.lower, map(str.strip, raws, repeat(_SURROUNDING_JUNK))))
+    plain = list(map(is_not, map(_PLAIN_WITHIN_LIMITS.fullmatch, lowered), repeat(None)))
+    domains = list(map(itemgetter(2), map(str.rpartition, lowered, repeat("@"))))
+    new_domains = set(compress(domains, plain)).difference(_SETTLED_DOMAINS)
+    if len(_SETTLED_DOMAINS) + len(new_domains) > _MAX_SETTLED_DOMAINS:
+        _SETTLED_DOMAINS.clear()
+    for domain in new_domains:
+        _SETTLED_DOMAINS[domain] = _is_canonical_domain(domain)
+    settled = map(_SETTLED_DOMAINS.get, domains, repeat(False))
+    others = list(compress(count(), map(not_, map(and_, plain, settled))))
+    return lowered, others
+
+
+def _is_canonical_domain(domain: str) -> bool:
+    try:
+        return _canonical_domain(domain) == domain
+    except InvalidEmail:
+        return False
 
 
 def is_valid_email(raw: object) -> bool:

@@ -9,18 +9,19 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import IO, Any, cast
 
 import msgspec
 
-from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email
+from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, normalise_email, normalise_plain_emails
 from airflow_provider_klaviyo_nosto.sync.masking import mask_email
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_BLOCK = 1 << 20
 _NO_SEGMENTS: frozenset[str] = frozenset()
-# Marks a segment-list spelling not decoded yet (None means: decoded, and not a list of strings).
-_UNKNOWN: frozenset[str] = frozenset({""})
+_email_of = attrgetter("email")
+_names_of = attrgetter("names")
 # Enough examples to show what kind of addresses are wrong without turning a report into a dump.
 _MAX_INVALID_SAMPLES = 5
 _MAX_SAMPLE_CHARS = 80
@@ -96,7 +97,7 @@ def open_export_stream(raw: IO[bytes]) -> IO[bytes]:
 
 
 def read_export(stream: IO[bytes], segments_key: str = "nosto_segments") -> ExportSnapshot:
-    """Parse an export line by line; a bad line is counted and skipped, never fatal.
+    """Parse an export; a bad line is counted and skipped, never fatal.
 
     Memory grows with the number of contacts, not the file size.
 
@@ -104,55 +105,11 @@ def read_export(stream: IO[bytes], segments_key: str = "nosto_segments") -> Expo
     :param segments_key: the identifier chosen in Nosto's Segment Export settings; a line without it
         is a contact in no segment.
     """
-    snapshot = ExportSnapshot()
-    contacts = snapshot.contacts
-    shared_sets: dict[frozenset[str], frozenset[str]] = {}
-    # Millions of lines share a few thousand spellings of their segment list: each spelling is decoded
-    # and checked once. A line the typed decoder refuses takes the general path, which decides what
-    # is malformed, so both paths accept exactly the same lines.
-    names_by_spelling: dict[bytes, frozenset[str] | None] = {}
-    decode = _line_decoder(segments_key).decode
-    unset = msgspec.UNSET
-    for line_number, line, complete in _lines(stream, snapshot):
-        snapshot.lines += 1
-        names: frozenset[str] | None
-        try:
-            entry = decode(line)
-        except msgspec.MsgspecError:
-            parsed = _parse_line(line, segments_key)
-            raw_email, names, has_key = parsed if parsed is not None else (None, None, False)
-        else:
-            raw_email, spelling = entry.email, entry.names
-            if spelling is unset:
-                names, has_key = _NO_SEGMENTS, False
-            else:
-                key = bytes(spelling)
-                names = names_by_spelling.get(key, _UNKNOWN)
-                if names is _UNKNOWN:
-                    names = names_by_spelling[key] = _segment_names(key)
-                has_key = True
-        if names is None:
-            snapshot.malformed_lines += 1
-            if not complete:
-                snapshot.truncated = True
-            else:
-                _remember_unreadable(snapshot, line)
-            continue
-        snapshot.lines_with_segments_key += has_key
-
-        try:
-            email = normalise_email(raw_email)
-        except InvalidEmail as invalid:
-            _count_invalid(snapshot, line_number, raw_email, invalid.reason)
-            continue
-
-        previous = contacts.get(email)
-        if previous is not None:
-            snapshot.duplicates_merged += 1
-            names = previous | names
-        contacts[email] = shared_sets.setdefault(names, names)
-
-    return snapshot
+    reader = _ExportReader(segments_key)
+    for before, block, complete in read_blocks(stream, reader.cut):
+        if not (complete and reader.read_plain_block(block, before)):
+            reader.read_lines(block, before, complete)
+    return reader.snapshot
 
 
 def require_contacts(snapshot: ExportSnapshot, segments_key: str = "nosto_segments") -> ExportSnapshot:
@@ -187,22 +144,27 @@ def require_contacts(snapshot: ExportSnapshot, segments_key: str = "nosto_segmen
     return snapshot
 
 
-def _lines(stream: IO[bytes], snapshot: ExportSnapshot) -> Iterator[tuple[int, bytes, bool]]:
-    """Yield ``(line number, line, ends with a newline)`` for every non-blank line, reading large blocks."""
-
-    def cut(_line_number: int) -> None:
-        # A gzip stream cut off in transfer: what was read stays usable, and the flag lets the
-        # caller refuse a partial snapshot.
-        snapshot.truncated = True
-
-    return read_lines(stream, cut)
-
-
 def read_lines(stream: IO[bytes], on_cut: Callable[[int], None]) -> Iterator[tuple[int, bytes, bool]]:
     """Yield ``(line number, line, ends with a newline)`` for every non-blank line, reading large blocks.
 
     When the gzip data breaks off, ``on_cut`` gets the number of the last line read whole (it may raise);
     a last line without its newline is still yielded afterwards, flagged ``False``.
+    """
+    for before, block, complete in read_blocks(stream, on_cut):
+        lines = block.split(b"\n")
+        if complete:
+            lines.pop()
+        for line_number, line in enumerate(lines, before + 1):
+            if line.strip():
+                yield line_number, line, complete
+
+
+def read_blocks(stream: IO[bytes], on_cut: Callable[[int], None]) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield ``(lines before it, block, complete)`` for blocks of whole lines, each ending with a newline.
+
+    The last block is the rest of a file that does not end with a newline, flagged ``False``. When the
+    gzip data breaks off, ``on_cut`` gets the number of the last line read whole (it may raise) before
+    that rest is yielded.
     """
     line_number = 0
     rest = b""
@@ -211,19 +173,141 @@ def read_lines(stream: IO[bytes], on_cut: Callable[[int], None]) -> Iterator[tup
     # every line before the cut.
     read = getattr(stream, "read1", stream.read)
     try:
-        while block := read(_READ_BLOCK):
-            lines = (rest + block).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                line_number += 1
-                if line.strip():
-                    yield line_number, line, True
+        while data := read(_READ_BLOCK):
+            data = rest + data
+            end = data.rfind(b"\n") + 1
+            rest = data[end:]
+            if end:
+                yield line_number, data[:end], True
+                line_number += data.count(b"\n", 0, end)
     except (EOFError, zlib.error, gzip.BadGzipFile):
         cut = True
     if cut:
         on_cut(line_number)
     if rest.strip():
-        yield line_number + 1, rest, False
+        yield line_number, rest, False
+
+
+class _ExportReader:
+    """Reads an export block by block into one :class:`ExportSnapshot`.
+
+    Millions of lines share a few thousand spellings of their segment list: each spelling is decoded and
+    checked once. A block whose every line is a plain contact (an object with a string email and a list
+    of segment names, one per line, no duplicate emails) is taken in whole-block passes; any other
+    block is read line by line, which alone decides what is malformed, so both ways accept exactly the
+    same lines.
+    """
+
+    def __init__(self, segments_key: str) -> None:
+        self.snapshot = ExportSnapshot()
+        self._segments_key = segments_key
+        decoder = _line_decoder(segments_key)
+        self._decode = decoder.decode
+        self._decode_lines = decoder.decode_lines
+        self._shared_sets: dict[frozenset[str], frozenset[str]] = {}
+        self._names_by_spelling: dict[bytes, frozenset[str] | None] = {}
+
+    def cut(self, _line_number: int) -> None:
+        # A gzip stream cut off in transfer: what was read stays usable, and the flag lets the
+        # caller refuse a partial snapshot.
+        self.snapshot.truncated = True
+
+    def read_plain_block(self, block: bytes, before: int) -> bool:
+        """Take in a block of whole lines if every line is a plain contact; ``False`` leaves it unread."""
+        try:
+            entries = self._decode_lines(block)
+        except msgspec.MsgspecError:
+            return False
+        # One JSON value per line and no blank line, so that positions are line numbers.
+        if len(entries) != block.count(b"\n"):
+            return False
+        spellings = list(map(_names_of, entries))
+        if msgspec.UNSET in spellings:
+            return False
+        decoded = self._names(list(map(bytes, spellings)))
+        if None in decoded:
+            return False
+        names = cast(list[frozenset[str]], decoded)
+
+        snapshot = self.snapshot
+        snapshot.lines += len(entries)
+        snapshot.lines_with_segments_key += len(entries)
+        raw_emails = list(map(_email_of, entries))
+        emails, others = normalise_plain_emails(raw_emails)
+        invalid = []
+        for index in others:
+            try:
+                emails[index] = normalise_email(raw_emails[index])
+            except InvalidEmail as error:
+                _count_invalid(snapshot, before + index + 1, raw_emails[index], error.reason)
+                invalid.append(index)
+        for index in reversed(invalid):
+            del emails[index], names[index]
+
+        contacts = snapshot.contacts
+        found = dict(zip(emails, names, strict=True))
+        if len(found) == len(emails) and contacts.keys().isdisjoint(found):
+            contacts.update(found)
+        else:
+            for email, contact_names in zip(emails, names, strict=True):
+                self._add(email, contact_names)
+        return True
+
+    def read_lines(self, block: bytes, before: int, complete: bool) -> None:
+        """Take in a block line by line; ``complete`` is ``False`` for a last line without its newline."""
+        lines = block.split(b"\n")
+        if complete:
+            lines.pop()
+        for line_number, line in enumerate(lines, before + 1):
+            if line.strip():
+                self._read_line(line_number, line, complete)
+
+    def _read_line(self, line_number: int, line: bytes, complete: bool) -> None:
+        snapshot = self.snapshot
+        snapshot.lines += 1
+        names: frozenset[str] | None
+        try:
+            entry = self._decode(line)
+        except msgspec.MsgspecError:
+            parsed = _parse_line(line, self._segments_key)
+            raw_email, names, has_key = parsed if parsed is not None else (None, None, False)
+        else:
+            raw_email = entry.email
+            if entry.names is msgspec.UNSET:
+                names, has_key = _NO_SEGMENTS, False
+            else:
+                names, has_key = self._names([bytes(entry.names)])[0], True
+        if names is None:
+            snapshot.malformed_lines += 1
+            if not complete:
+                snapshot.truncated = True
+            else:
+                _remember_unreadable(snapshot, line)
+            return
+        snapshot.lines_with_segments_key += has_key
+
+        try:
+            email = normalise_email(raw_email)
+        except InvalidEmail as invalid:
+            _count_invalid(snapshot, line_number, raw_email, invalid.reason)
+            return
+        self._add(email, names)
+
+    def _names(self, spellings: list[bytes]) -> list[frozenset[str] | None]:
+        """Return the segment names each spelling stands for, ``None`` where it is not a list of strings."""
+        known = self._names_by_spelling
+        for spelling in set(spellings).difference(known):
+            names = _segment_names(spelling)
+            known[spelling] = names if names is None else self._shared_sets.setdefault(names, names)
+        return list(map(known.__getitem__, spellings))
+
+    def _add(self, email: str, names: frozenset[str]) -> None:
+        contacts = self.snapshot.contacts
+        previous = contacts.get(email)
+        if previous is not None:
+            self.snapshot.duplicates_merged += 1
+            names = previous | names
+        contacts[email] = self._shared_sets.setdefault(names, names)
 
 
 def _line_decoder(segments_key: str) -> msgspec.json.Decoder[Any]:

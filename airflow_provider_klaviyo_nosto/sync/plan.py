@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, is_not
 
 from airflow_provider_klaviyo_nosto.sync.export import ExportSnapshot
 from airflow_provider_klaviyo_nosto.sync.model import (
@@ -172,8 +173,12 @@ def plan_sync(
     applied_contacts = applied.contacts
 
     # Contacts sharing an export name set and an applied record share an outcome, so the work per
-    # contact is two dictionary look-ups; only changed contacts cost an object each.
-    for email, names in export_contacts.items():
+    # contact is two dictionary look-ups; only changed contacts cost an object each. On a normal run
+    # even that loop sees only the contacts that may have changed.
+    found: Iterable[tuple[str, frozenset[str]]] = export_contacts.items()
+    if not kept:
+        found = planner.maybe_changed(export_contacts, applied_contacts, applied_records)
+    for email, names in found:
         old = applied_contacts.get(email, EMPTY_RECORD)
         outcome_key: tuple[int | None, int] = (id(names), id(old))
         outcome = outcomes.get(outcome_key)
@@ -184,10 +189,9 @@ def plan_sync(
             changes_by_key[outcome.owner].append(ContactChange(email, old, outcome.new))
 
     unreadable = snapshot.unreadable
-    for email, old in applied_contacts.items():
-        # A contact on a line with unreadable segment names is still in Nosto: it keeps what was applied.
-        if email in export_contacts or email in unreadable:
-            continue
+    # A contact on a line with unreadable segment names is still in Nosto: it keeps what was applied.
+    for email in applied_contacts.keys() - export_contacts.keys() - unreadable:
+        old = applied_contacts[email]
         gone_key: tuple[int | None, int] = (None, id(old))
         outcome = outcomes.get(gone_key)
         if outcome is None:
@@ -279,6 +283,27 @@ class _ContactPlanner:
             joins_book=new.in_address_book and not old.in_address_book,
             leaves_book=old.in_address_book and not new.in_address_book,
         )
+
+    def maybe_changed(
+        self,
+        export_contacts: dict[str, frozenset[str]],
+        applied_contacts: dict[str, ContactRecord],
+        applied_records: Iterable[ContactRecord],
+    ) -> Iterator[tuple[str, frozenset[str]]]:
+        """Yield the export's contacts whose desired record is not their applied record object.
+
+        Only for runs that refresh every chosen segment, where the desired record depends on the export
+        names alone. Desired records are the applied record objects wherever they are equal, so an
+        unchanged contact is told by identity, inside ``map``, without a Python step per contact.
+        The few contacts yielded may still turn out unchanged (records equal but not shared).
+        """
+        for record in (EMPTY_RECORD, *applied_records):
+            self._records.setdefault(record, record)
+        emails = list(export_contacts)
+        names = list(export_contacts.values())
+        desired = {export_names: self._desired(export_names, EMPTY_RECORD) for export_names in set(names)}
+        olds = map(applied_contacts.get, emails, repeat(EMPTY_RECORD))
+        return compress(zip(emails, names, strict=True), map(is_not, map(desired.__getitem__, names), olds))
 
     def _desired(self, export_names: frozenset[str] | None, old: ContactRecord) -> ContactRecord:
         if not self._kept and export_names in self._by_export_names:

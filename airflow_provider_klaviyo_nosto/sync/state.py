@@ -3,8 +3,9 @@
 Layout under the state folder (see ``docs/architecture.md``)::
 
     meta.json                                 list, property, generation, segments {id: {name, generation}}
-    contacts.jsonl.gz                         [email, in_address_book (0|1), [segment ids], [value names]]
-    journal/<generation:08d>-<key>.jsonl.gz   same line format: what one push task got confirmed
+    contacts.jsonl.gz                         [in_address_book (0|1), [segment ids], [value names], [emails]]
+    journal/<generation:08d>-<key>.jsonl.gz   [email, in_address_book, [segment ids], [value names]]: what one
+                                              push task got confirmed
     diffs/<generation:08d>/<key>.jsonl.gz     [email, new_in_book, [new ids], [new names],
                                                old_in_book, [old ids], [old names]]
     progress/<generation:08d>-<key>.json      {"batches": {index: {"job_id", ...}}, ...} of one push
@@ -20,9 +21,13 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import contains
 from typing import IO, Any
+
+import msgspec
 
 from airflow_provider_klaviyo_nosto.sync.export import open_export_stream, read_lines
 from airflow_provider_klaviyo_nosto.sync.model import EMPTY_RECORD, ContactChange, ContactRecord
@@ -39,6 +44,9 @@ _NEEDS_JSON = re.compile(rb'[\\"\x00-\x1f]')
 _JOURNAL_NAME = re.compile(r"(?P<generation>\d{8})-(?P<key>[^/]+)\.jsonl\.gz")
 # Gzip level 6 costs a third of level 9's time for nearly the same size on these repetitive lines.
 _GZIP_LEVEL = 6
+# Emails per line of the contacts snapshot: lines stay a few hundred kilobytes.
+_GROUP_EMAILS = 10_000
+_GROUP_DECODER = msgspec.json.Decoder(tuple[int, list[str], list[str], list[str]])
 _WRITE_CHUNK_LINES = 10_000
 
 
@@ -213,21 +221,46 @@ def load_progress(data: bytes, *, part: str) -> dict[str, Any]:
 
 
 def write_contacts(stream: IO[bytes], contacts: Mapping[str, ContactRecord]) -> None:
-    """Write the contacts snapshot, sorted by email so equal states give equal files.
+    """Write the contacts snapshot: one line per record with the emails that hold it.
+
+    A line is ``[in_address_book, [ids], [names], [emails]]`` with at most ``_GROUP_EMAILS`` emails,
+    sorted; lines are ordered by record, so equal states give equal files. Millions of contacts share
+    a few thousand records, so the file carries each record once per group and loads in large pieces.
 
     :param stream: where the gzip bytes go; it is not closed.
     :param contacts: normalised email -> confirmed record.
     """
-    write_journal(stream, ((email, contacts[email]) for email in sorted(contacts)))
+    spellings: dict[int, str] = {}
+    groups: dict[str, list[str]] = {}
+    for email in sorted(contacts):
+        record = contacts[email]
+        spelling = spellings.get(id(record))
+        if spelling is None:
+            spelling = spellings[id(record)] = _record_json(record)
+        groups.setdefault(spelling, []).append(email)
+    _write_lines(
+        stream,
+        (
+            f"[{spelling},{json.dumps(emails[start : start + _GROUP_EMAILS])}]\n"
+            for spelling, emails in sorted(groups.items())
+            for start in range(0, len(emails), _GROUP_EMAILS)
+        ),
+    )
 
 
 def read_contacts(stream: IO[bytes], *, part: str = CONTACTS_FILE) -> dict[str, ContactRecord]:
     """Read a contacts snapshot; contacts with equal records share one record object.
 
+    Both line kinds are read: a record with its emails, and one ``[email, record...]`` per contact
+    (the journal's, which snapshots were written in before).
+
     :param stream: the file's bytes, gzip or plain.
     :param part: the file's name, used in errors.
     """
-    return dict(read_journal(stream, part=part))
+    contacts: dict[str, ContactRecord] = {}
+    for emails, record in _entries(stream, part):
+        contacts.update(zip(emails, repeat(record)))
+    return contacts
 
 
 def write_journal(stream: IO[bytes], records: Iterable[tuple[str, ContactRecord]]) -> None:
@@ -248,16 +281,46 @@ def write_journal(stream: IO[bytes], records: Iterable[tuple[str, ContactRecord]
 
 
 def read_journal(stream: IO[bytes], *, part: str = "journal") -> Iterator[tuple[str, ContactRecord]]:
-    """Yield the ``(email, record)`` pairs of a journal (or snapshot) file.
+    """Yield the ``(email, record)`` pairs of a journal (or snapshot) file, in the file's order.
 
     :param stream: the file's bytes, gzip or plain.
     :param part: the file's name, used in errors.
     """
+    for emails, record in _entries(stream, part):
+        for email in emails:
+            yield email, record
+
+
+def _entries(stream: IO[bytes], part: str) -> Iterator[tuple[Sequence[str], ContactRecord]]:
+    """Yield ``(emails, record)`` for every line of a snapshot or journal, checking each line."""
     records = _RecordCache(part)
-    # Millions of lines share a few thousand record spellings; parsing each spelling once and
-    # slicing the email out of the line is several times faster than decoding every line.
+    # Millions of per-contact lines share a few thousand record spellings; parsing each spelling once
+    # and slicing the email out of the line is several times faster than decoding every line.
     by_spelling: dict[bytes, ContactRecord] = {}
+    decode_group = _GROUP_DECODER.decode
     for line_number, line in _raw_lines(stream, part):
+        if line.startswith((b"[0,", b"[1,")):
+            try:
+                in_book, ids, names, emails = decode_group(line)
+            except msgspec.MsgspecError:
+                pass
+            else:
+                if not all(map(contains, emails, repeat("@"))):
+                    raise StateFileError(
+                        part, line_number, "an item of the email list is not an email address"
+                    )
+                yield emails, records.get([in_book, ids, names], line_number)
+                continue
+            entry = _parse(line, part, line_number)
+            if not isinstance(entry, list) or len(entry) != 4 or not _is_string_list(entry[3]):
+                raise StateFileError(
+                    part, line_number, "expected [in_address_book, [ids], [names], [emails]]"
+                )
+            for email in entry[3]:
+                _email(email, part, line_number)
+            yield entry[3], records.get(entry[:3], line_number)
+            continue
+
         end = line.find(b'",', 2)
         email_bytes = line[2:end]
         if line.startswith(b'["') and end > 2 and line.endswith(b"]") and not _NEEDS_JSON.search(email_bytes):
@@ -270,13 +333,13 @@ def read_journal(stream: IO[bytes], *, part: str = "journal") -> Iterator[tuple[
                         part, line_number, "expected [email, in_address_book, [ids], [names]]"
                     )
                 record = by_spelling[spelling] = records.get(items, line_number)
-            yield _email(email_bytes.decode("utf-8", "replace"), part, line_number), record
+            yield (_email(email_bytes.decode("utf-8", "replace"), part, line_number),), record
             continue
 
         entry = _parse(line, part, line_number)
         if not isinstance(entry, list) or len(entry) != 4:
             raise StateFileError(part, line_number, "expected [email, in_address_book, [ids], [names]]")
-        yield _email(entry[0], part, line_number), records.get(entry[1:4], line_number)
+        yield (_email(entry[0], part, line_number),), records.get(entry[1:4], line_number)
 
 
 def write_diff(stream: IO[bytes], changes: Iterable[ContactChange]) -> None:

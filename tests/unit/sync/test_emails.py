@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_klaviyo_nosto.sync.emails import InvalidEmail, email_domain, normalise_email
+from airflow_provider_klaviyo_nosto.sync.emails import (
+    InvalidEmail,
+    email_domain,
+    normalise_email,
+    normalise_plain_emails,
+)
 
 
 @pytest.mark.parametrize(
@@ -100,3 +105,33 @@ def test_invalid_punycode_is_invalid() -> None:
 
 def test_email_domain() -> None:
     assert email_domain("ana@example.com") == "example.com"
+
+
+def test_many_addresses_at_once_leave_only_the_unplain_to_one_at_a_time() -> None:
+    raws = [
+        "ana@example.com",
+        " Ana.Lee@Example.COM\t",
+        "ana@bücher.example",
+        "ana@xn--bcher-kva.example",
+        "bob@example",
+        "a" * 65 + "@example.com",
+        "a" * 64 + "@example.com",
+        "ana@" + ".".join(["abcdefghi"] * 25) + ".com",
+        "an..a@example.com",
+        "o'neil+news@mail.example.co.uk",
+        "ana@-example.com",
+        "",
+    ]
+
+    lowered, others = normalise_plain_emails(raws)
+
+    assert others == [2, 4, 5, 7, 8, 10, 11]
+    assert [lowered[index] for index in (0, 1, 3, 6, 9)] == [
+        "ana@example.com",
+        "ana.lee@example.com",
+        "ana@xn--bcher-kva.example",  # punycode already in canonical form
+        "a" * 64 + "@example.com",
+        "o'neil+news@mail.example.co.uk",
+    ]
+    for index in (0, 1, 3, 6, 9):
+        assert normalise_email(raws[index]) == lowered[index]

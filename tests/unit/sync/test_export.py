@@ -112,6 +112,10 @@ def test_b03_invalid_email_is_counted_with_reason_and_masked_sample() -> None:
         pytest.param(b'{"email": 42}', id="email-not-string"),
         pytest.param(b'{"email": "ana@example.com", "nosto_segments": "VIP"}', id="segments-not-list"),
         pytest.param(b'{"email": "ana@example.com", "nosto_segments": [1]}', id="segment-not-string"),
+        pytest.param(
+            b'{"email": "ana@example.com", "nosto_segments": []} {"email": "carol@example.com"}',
+            id="two-objects-on-one-line",
+        ),
     ],
 )
 def test_malformed_line_is_counted_and_skipped(line: bytes) -> None:
@@ -227,3 +231,24 @@ def test_contacts_in_no_segment_are_fine_when_others_carry_the_key() -> None:
     snapshot = require_contacts(read_export(io.BytesIO(body)))
 
     assert snapshot.contacts == {"ana@example.com": frozenset({"vip"}), "bob@example.com": frozenset()}
+
+
+def test_export_of_many_blocks_merges_and_numbers_lines_across_them() -> None:
+    # About 2.4 MB, so the reader takes it in several blocks.
+    entries: list[dict[str, object]] = [
+        {"email": f"user{n:05d}@example.com", "nosto_segments": ["VIP"]} for n in range(1, 40_001)
+    ]
+    entries[19_999] = {"email": "bob@example", "nosto_segments": ["VIP"]}  # line 20,000
+    entries[29_999] = {"email": " USER00001@Example.com", "nosto_segments": ["New"]}  # line 30,000
+    entries[34_999] = {"email": "ana@bücher.example", "nosto_segments": ["New"]}  # line 35,000
+
+    snapshot = _read(gzip.compress(_export(*entries)))
+
+    assert snapshot.lines == 40_000
+    assert len(snapshot.contacts) == 40_000 - 3 + 1  # less the invalid, the merged, user30000 and user35000
+    assert snapshot.contacts["user00001@example.com"] == frozenset({"VIP", "New"})
+    assert snapshot.contacts["ana@xn--bcher-kva.example"] == frozenset({"New"})
+    assert "user30000@example.com" not in snapshot.contacts
+    assert snapshot.duplicates_merged == 1
+    assert sum(snapshot.invalid_emails.values()) == 1
+    assert [sample.split(":")[0] for sample in snapshot.invalid_samples] == ["line 20000"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 
 import pytest
 
@@ -98,9 +99,30 @@ def test_contacts_file_is_gzip_of_documented_lines() -> None:
     data = _contacts_bytes({"bob@example.com": NEW_ONLY, "ana@example.com": BOOK_ONLY})
 
     assert gzip.decompress(data).decode().splitlines() == [
-        '["ana@example.com",1,[],[]]',
-        '["bob@example.com",1,["5c2b"],["New"]]',
+        '[1,["5c2b"],["New"],["bob@example.com"]]',
+        '[1,[],[],["ana@example.com"]]',
     ]
+
+
+def test_contacts_sharing_a_record_share_a_line_of_at_most_ten_thousand() -> None:
+    contacts = {f"user{n:05d}@example.com": NEW_ONLY for n in range(10_001)}
+    contacts["ana@example.com"] = BOOK_ONLY
+
+    lines = gzip.decompress(_contacts_bytes(contacts)).decode().splitlines()
+
+    assert [json.loads(line)[:3] for line in lines] == [[1, ["5c2b"], ["New"]]] * 2 + [[1, [], []]]
+    assert json.loads(lines[0])[3] == [f"user{n:05d}@example.com" for n in range(10_000)]
+    assert json.loads(lines[1])[3] == ["user10000@example.com"]
+    assert read_contacts(io.BytesIO(_contacts_bytes(contacts))) == contacts
+
+
+def test_snapshot_in_one_line_per_contact_is_still_read() -> None:
+    data = b'["bob@example.com",1,["5c2b"],["New"]]\n[1,["5c2b"],["New"],["ana@example.com"]]\n'
+
+    assert read_contacts(io.BytesIO(gzip.compress(data))) == {
+        "ana@example.com": NEW_ONLY,
+        "bob@example.com": NEW_ONLY,
+    }
 
 
 def test_equal_contacts_give_equal_bytes() -> None:
@@ -126,6 +148,14 @@ def test_plain_contacts_file_is_read() -> None:
         pytest.param(b'["ana@example.com",1,[],[7]]\n', 1, id="name-not-string"),
         pytest.param(b"[42,1,[],[]]\n", 1, id="no-email"),
         pytest.param(b'["ana@example.com",1,[],[]]\n["bob@exa', 2, id="cut-off"),
+        pytest.param(
+            b'[1,[],[],["ana@example.com"]]\n[1,[],[],["bob@example.com",7]]\n', 2, id="group-not-email"
+        ),
+        pytest.param(b'[1,[],[],["ana@example.com","bob.example.com"]]\n', 1, id="group-no-at"),
+        pytest.param(b'[1,[],[],"ana@example.com"]\n', 1, id="group-emails-not-list"),
+        pytest.param(b"[1,[],[]]\n", 1, id="group-too-short"),
+        pytest.param(b'[1,[],[7],["ana@example.com"]]\n', 1, id="group-name-not-string"),
+        pytest.param(b'[0,[],[],["ana@example.com"]]x\n', 1, id="group-trailing-garbage"),
     ],
 )
 def test_corrupt_contacts_name_part_and_line_but_no_email(data: bytes, line: int) -> None:
