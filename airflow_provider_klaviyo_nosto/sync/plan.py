@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import compress, filterfalse, repeat
 from operator import attrgetter, is_not
 
 from airflow_provider_klaviyo_nosto.sync.export import ExportSnapshot
@@ -190,7 +190,9 @@ def plan_sync(
 
     unreadable = snapshot.unreadable
     # A contact on a line with unreadable segment names is still in Nosto: it keeps what was applied.
-    for email in applied_contacts.keys() - export_contacts.keys() - unreadable:
+    for email in filterfalse(export_contacts.__contains__, applied_contacts):
+        if email in unreadable:
+            continue
         old = applied_contacts[email]
         gone_key: tuple[int | None, int] = (None, id(old))
         outcome = outcomes.get(gone_key)

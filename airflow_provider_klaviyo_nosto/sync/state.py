@@ -309,7 +309,7 @@ def _entries(stream: IO[bytes], part: str) -> Iterator[tuple[Sequence[str], Cont
                     raise StateFileError(
                         part, line_number, "an item of the email list is not an email address"
                     )
-                yield emails, records.get([in_book, ids, names], line_number)
+                yield emails, records.typed(in_book, ids, names, line_number)
                 continue
             entry = _parse(line, part, line_number)
             if not isinstance(entry, list) or len(entry) != 4 or not _is_string_list(entry[3]):
@@ -515,6 +515,12 @@ class _RecordCache:
             raise StateFileError(self._part, line_number, "address-book flag is not 0 or 1")
         if not (_strings(ids) and _strings(names)):
             raise StateFileError(self._part, line_number, "segment ids and names must be lists of strings")
+        return self.typed(in_book, ids, names, line_number)
+
+    def typed(self, in_book: int, ids: list[str], names: list[str], line_number: int) -> ContactRecord:
+        """Like :meth:`get`, for items already known to be an int and two lists of strings."""
+        if in_book not in (0, 1):
+            raise StateFileError(self._part, line_number, "address-book flag is not 0 or 1")
         key = (bool(in_book), *ids, None, *names)
         record = self._records.get(key)
         if record is None:

@@ -55,6 +55,8 @@ def test_diff_engine_benchmark_reports_time_memory_ratio_and_xcom(tmp_path: Path
         "2000",
         "--xcom-sizes",
         "2000",
+        "--repeat",
+        "2",
         "--data",
         str(tmp_path),
         "--json",
@@ -62,6 +64,7 @@ def test_diff_engine_benchmark_reports_time_memory_ratio_and_xcom(tmp_path: Path
     )
 
     (row,) = json.loads(out.read_text())
+    assert row["repeat"] == 2
     for field in (
         "parse_s",
         "state_s",
