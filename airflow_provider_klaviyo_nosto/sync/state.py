@@ -241,7 +241,7 @@ def write_contacts(stream: IO[bytes], contacts: Mapping[str, ContactRecord]) -> 
     _write_lines(
         stream,
         (
-            f"[{spelling},{json.dumps(emails[start : start + _GROUP_EMAILS])}]\n"
+            f"[{spelling},{json.dumps(emails[start : start + _GROUP_EMAILS], separators=(',', ':'))}]\n"
             for spelling, emails in sorted(groups.items())
             for start in range(0, len(emails), _GROUP_EMAILS)
         ),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,25 @@ def test_journals_fold_in_generation_order_and_go_once_saved(store: StateStore, 
 
     assert state.contacts == {ANA: IN_VIP_AND_NEW}
     assert _files(tmp_path) == ["state/contacts.jsonl.gz", "state/meta.json"]
+
+
+def test_snapshot_of_one_line_per_contact_loads_and_is_saved_one_line_per_record(
+    store: StateStore, tmp_path: Path
+) -> None:
+    store.save(_state({ANA: IN_VIP}, generation=2))
+    snapshot = tmp_path / "state" / "contacts.jsonl.gz"
+    snapshot.write_bytes(
+        gzip.compress(b'["ana@example.com",1,["101"],["vip"]]\n["bob@example.com",1,["101"],["vip"]]\n')
+    )
+
+    state, journals = store.load()
+    store.save(state, journals)
+
+    assert state.contacts == {ANA: IN_VIP, BOB: IN_VIP}
+    assert (
+        gzip.decompress(snapshot.read_bytes())
+        == b'[1,["101"],["vip"],["ana@example.com","bob@example.com"]]\n'
+    )
 
 
 def test_lost_snapshot_is_refused_naming_the_file_the_folder_and_the_way_out(
