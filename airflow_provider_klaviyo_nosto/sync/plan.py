@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, filterfalse, repeat
+from itertools import compress, repeat
 from operator import attrgetter, is_not
 
 from airflow_provider_klaviyo_nosto.sync.export import ExportSnapshot
@@ -172,14 +172,19 @@ def plan_sync(
     export_contacts = snapshot.contacts
     applied_contacts = applied.contacts
 
+    # One look-up per export contact, inside map(), takes its applied record out of a copy of the applied
+    # contacts, so what is left in the copy afterwards are the contacts gone from the export.
+    emails, export_names = list(export_contacts), list(export_contacts.values())
+    gone = applied_contacts.copy()
+    olds = list(map(gone.pop, emails, repeat(EMPTY_RECORD)))
+
     # Contacts sharing an export name set and an applied record share an outcome, so the work per
-    # contact is two dictionary look-ups; only changed contacts cost an object each. On a normal run
-    # even that loop sees only the contacts that may have changed.
-    found: Iterable[tuple[str, frozenset[str]]] = export_contacts.items()
+    # contact is a dictionary look-up; only changed contacts cost an object each. On a normal run the
+    # loop sees only the contacts that may have changed.
+    found: Iterable[tuple[str, frozenset[str], ContactRecord]] = zip(emails, export_names, olds, strict=True)
     if not kept:
-        found = planner.maybe_changed(export_contacts, applied_contacts, applied_records)
-    for email, names in found:
-        old = applied_contacts.get(email, EMPTY_RECORD)
+        found = compress(found, planner.may_differ(export_names, olds, applied_records))
+    for email, names, old in found:
         outcome_key: tuple[int | None, int] = (id(names), id(old))
         outcome = outcomes.get(outcome_key)
         if outcome is None:
@@ -190,10 +195,9 @@ def plan_sync(
 
     unreadable = snapshot.unreadable
     # A contact on a line with unreadable segment names is still in Nosto: it keeps what was applied.
-    for email in filterfalse(export_contacts.__contains__, applied_contacts):
+    for email, old in gone.items():
         if email in unreadable:
             continue
-        old = applied_contacts[email]
         gone_key: tuple[int | None, int] = (None, id(old))
         outcome = outcomes.get(gone_key)
         if outcome is None:
@@ -286,26 +290,23 @@ class _ContactPlanner:
             leaves_book=old.in_address_book and not new.in_address_book,
         )
 
-    def maybe_changed(
+    def may_differ(
         self,
-        export_contacts: dict[str, frozenset[str]],
-        applied_contacts: dict[str, ContactRecord],
+        export_names: list[frozenset[str]],
+        olds: list[ContactRecord],
         applied_records: Iterable[ContactRecord],
-    ) -> Iterator[tuple[str, frozenset[str]]]:
-        """Yield the export's contacts whose desired record is not their applied record object.
+    ) -> Iterator[bool]:
+        """Say, for each contact, whether its desired record is not its applied record object.
 
         Only for runs that refresh every chosen segment, where the desired record depends on the export
         names alone. Desired records are the applied record objects wherever they are equal, so an
         unchanged contact is told by identity, inside ``map``, without a Python step per contact.
-        The few contacts yielded may still turn out unchanged (records equal but not shared).
+        A contact marked may still turn out unchanged (records equal but not shared).
         """
         for record in (EMPTY_RECORD, *applied_records):
             self._records.setdefault(record, record)
-        emails = list(export_contacts)
-        names = list(export_contacts.values())
-        desired = {export_names: self._desired(export_names, EMPTY_RECORD) for export_names in set(names)}
-        olds = map(applied_contacts.get, emails, repeat(EMPTY_RECORD))
-        return compress(zip(emails, names, strict=True), map(is_not, map(desired.__getitem__, names), olds))
+        desired = {names: self._desired(names, EMPTY_RECORD) for names in set(export_names)}
+        return map(is_not, map(desired.__getitem__, export_names), olds)
 
     def _desired(self, export_names: frozenset[str] | None, old: ContactRecord) -> ContactRecord:
         if not self._kept and export_names in self._by_export_names:
