@@ -20,6 +20,10 @@ from airflow_provider_klaviyo_nosto.sync.masking import mask_email
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_BLOCK = 1 << 20
 _NO_SEGMENTS: frozenset[str] = frozenset()
+# What decoding a line may raise: besides malformed JSON, values nested deeper than the decoder's
+# recursion limit. Either way the line is malformed, never the end of the read.
+_UNDECODABLE = (msgspec.MsgspecError, RecursionError)
+_UNPARSABLE = (ValueError, RecursionError)
 _email_of = attrgetter("email")
 _names_of = attrgetter("names")
 # Enough examples to show what kind of addresses are wrong without turning a report into a dump.
@@ -203,7 +207,6 @@ class _ExportReader:
         self._segments_key = segments_key
         decoder = _line_decoder(segments_key)
         self._decode = decoder.decode
-        self._decode_lines = decoder.decode_lines
         self._shared_sets: dict[frozenset[str], frozenset[str]] = {}
         self._names_by_spelling: dict[bytes, frozenset[str] | None] = {}
 
@@ -214,12 +217,13 @@ class _ExportReader:
 
     def read_plain_block(self, block: bytes, before: int) -> bool:
         """Take in a block of whole lines if every line is a plain contact; ``False`` leaves it unread."""
+        lines = block.split(b"\n")
+        lines.pop()
         try:
-            entries = self._decode_lines(block)
-        except msgspec.MsgspecError:
-            return False
-        # One JSON value per line and no blank line, so that positions are line numbers.
-        if len(entries) != block.count(b"\n"):
+            # The decoder of the line-by-line way, once per line but inside map(): a blank line, a line
+            # holding two values or part of one fails here as it does there, and positions are line numbers.
+            entries = list(map(self._decode, lines))
+        except _UNDECODABLE:
             return False
         spellings = list(map(_names_of, entries))
         if msgspec.UNSET in spellings:
@@ -268,7 +272,7 @@ class _ExportReader:
         names: frozenset[str] | None
         try:
             entry = self._decode(line)
-        except msgspec.MsgspecError:
+        except _UNDECODABLE:
             parsed = _parse_line(line, self._segments_key)
             raw_email, names, has_key = parsed if parsed is not None else (None, None, False)
         else:
@@ -323,7 +327,7 @@ def _segment_names(spelling: bytes) -> frozenset[str] | None:
     """Return the segment names a JSON list spells, or ``None`` when it is not a list of strings."""
     try:
         names = json.loads(spelling)
-    except ValueError:
+    except _UNPARSABLE:
         return None
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         return None
@@ -333,7 +337,7 @@ def _segment_names(spelling: bytes) -> frozenset[str] | None:
 def _parse_line(line: bytes, segments_key: str) -> tuple[object, frozenset[str], bool] | None:
     try:
         entry = json.loads(line)
-    except ValueError:
+    except _UNPARSABLE:
         return None
     if not isinstance(entry, dict) or "email" not in entry:
         return None
@@ -350,7 +354,7 @@ def _remember_unreadable(snapshot: ExportSnapshot, line: bytes) -> None:
     try:
         entry = json.loads(line)
         email = normalise_email(entry["email"]) if isinstance(entry, dict) and "email" in entry else None
-    except (ValueError, InvalidEmail):
+    except (*_UNPARSABLE, InvalidEmail):
         return
     if email is not None:
         snapshot.unreadable.add(email)

@@ -230,14 +230,16 @@ def write_contacts(stream: IO[bytes], contacts: Mapping[str, ContactRecord]) -> 
     :param stream: where the gzip bytes go; it is not closed.
     :param contacts: normalised email -> confirmed record.
     """
-    spellings: dict[int, str] = {}
+    # Spellings are cached by the record object's id (contacts share a few thousand records, and hashing
+    # a record is slow); each cached record is kept alive with its spelling, so its id is never reused.
+    spellings: dict[int, tuple[ContactRecord, str]] = {}
     groups: dict[str, list[str]] = {}
     for email in sorted(contacts):
         record = contacts[email]
-        spelling = spellings.get(id(record))
-        if spelling is None:
-            spelling = spellings[id(record)] = _record_json(record)
-        groups.setdefault(spelling, []).append(email)
+        cached = spellings.get(id(record))
+        if cached is None:
+            cached = spellings[id(record)] = (record, _record_json(record))
+        groups.setdefault(cached[1], []).append(email)
     _write_lines(
         stream,
         (
@@ -302,7 +304,7 @@ def _entries(stream: IO[bytes], part: str) -> Iterator[tuple[Sequence[str], Cont
         if line.startswith((b"[0,", b"[1,")):
             try:
                 in_book, ids, names, emails = decode_group(line)
-            except msgspec.MsgspecError:
+            except (msgspec.MsgspecError, RecursionError):
                 pass
             else:
                 if not all(map(contains, emails, repeat("@"))):
@@ -474,14 +476,14 @@ def _raw_lines(stream: IO[bytes], part: str) -> Iterator[tuple[int, bytes]]:
 def _parse(line: bytes, part: str, line_number: int) -> Any:
     try:
         return json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StateFileError(part, line_number, "not JSON") from None
 
 
 def _json_object(data: bytes, part: str, *, remedy: str = "") -> dict[str, Any]:
     try:
         document = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StateFileError(part, None, "not JSON", remedy=remedy) from None
     if not isinstance(document, dict):
         raise StateFileError(part, None, "not a JSON object", remedy=remedy)

@@ -252,3 +252,45 @@ def test_export_of_many_blocks_merges_and_numbers_lines_across_them() -> None:
     assert snapshot.duplicates_merged == 1
     assert sum(snapshot.invalid_emails.values()) == 1
     assert [sample.split(":")[0] for sample in snapshot.invalid_samples] == ["line 20000"]
+
+
+ANA_LINE = b'{"email": "ana@example.com", "nosto_segments": ["VIP"]}'
+BOB_LINE = b'{"email": "bob@example.com", "nosto_segments": []}'
+
+
+@pytest.mark.parametrize(
+    ("data", "lines", "malformed"),
+    [
+        pytest.param(ANA_LINE + b" " + BOB_LINE + b"\n\n", 1, 1, id="two-values-then-a-blank-line"),
+        pytest.param(ANA_LINE + b"\r" + BOB_LINE + b"\n \n", 1, 1, id="two-values-then-a-space-line"),
+        pytest.param(
+            b'{"email": "carol@example.com",\n"nosto_segments": ["VIP"]}\n' + ANA_LINE + BOB_LINE + b"\n",
+            3,
+            3,
+            id="a-value-over-two-lines-beside-two-values-on-one",
+        ),
+        pytest.param(
+            b'{"email": "carol@exam\nple.com", "nosto_segments": []}\n' + ANA_LINE + b"," + BOB_LINE + b"\n",
+            3,
+            3,
+            id="a-string-over-two-lines-beside-two-values-on-one",
+        ),
+    ],
+)
+def test_lines_that_are_not_one_json_value_each_are_malformed_wherever_they_meet(
+    data: bytes, lines: int, malformed: int
+) -> None:
+    snapshot = _read(data)
+
+    assert (snapshot.lines, snapshot.malformed_lines) == (lines, malformed)
+    assert snapshot.contacts == {}
+    assert snapshot.invalid_samples == []
+
+
+def test_line_nested_past_the_decoders_depth_is_malformed_not_fatal() -> None:
+    deep = b'{"email": "carol@example.com", "nosto_segments": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+    snapshot = _read(deep + b"\n" + ANA_LINE + b"\n")
+
+    assert snapshot.malformed_lines == 1
+    assert snapshot.contacts == {"ana@example.com": frozenset({"VIP"})}

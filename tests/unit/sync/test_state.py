@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from collections.abc import Iterator, Mapping
 
 import pytest
 
@@ -30,7 +31,7 @@ NEW_ONLY = ContactRecord(True, ("5c2b",), ("New",))
 BOOK_ONLY = ContactRecord(True, (), ())
 
 
-def _contacts_bytes(contacts: dict[str, ContactRecord]) -> bytes:
+def _contacts_bytes(contacts: Mapping[str, ContactRecord]) -> bytes:
     stream = io.BytesIO()
     write_contacts(stream, contacts)
     return stream.getvalue()
@@ -276,3 +277,36 @@ def test_trailing_garbage_after_record_is_corrupt() -> None:
 
     with pytest.raises(StateFileError, match="line 1"):
         read_contacts(io.BytesIO(data))
+
+
+def test_contacts_nested_past_the_decoders_depth_are_corrupt_at_their_line() -> None:
+    data = b'[1,[],[],["ana@example.com"]]\n[1,' + b"[" * 5000 + b"]" * 5000 + b',[],["bob@example.com"]]\n'
+
+    with pytest.raises(StateFileError, match="line 2") as caught:
+        read_contacts(io.BytesIO(data), part="contacts.jsonl.gz")
+
+    assert "@" not in str(caught.value)
+
+
+def test_contacts_given_as_a_mapping_of_fresh_records_are_written_as_given() -> None:
+    class FreshRecords(Mapping[str, ContactRecord]):
+        """Builds a new record object on every look-up, so no two look-ups share one."""
+
+        def __init__(self, fields: dict[str, tuple[bool, tuple[str, ...], tuple[str, ...]]]) -> None:
+            self._fields = fields
+
+        def __getitem__(self, email: str) -> ContactRecord:
+            return ContactRecord(*self._fields[email])
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._fields)
+
+        def __len__(self) -> int:
+            return len(self._fields)
+
+    kinds = [(True, ("5b1a",), ("VIP",)), (True, ("5c2b",), ("New",)), (True, (), ())]
+    fields = {f"user{n:02d}@example.com": kinds[n % 3] for n in range(30)}
+
+    loaded = read_contacts(io.BytesIO(_contacts_bytes(FreshRecords(fields))))
+
+    assert loaded == {email: ContactRecord(*item) for email, item in fields.items()}
