@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("plan_s", "plan s"),
                 ("diff_s", "diff total s"),
                 ("ratio", "diff / parse"),
+                ("plan_ratio", "(export + plan) / parse"),
                 ("diff_peak_mb", "peak MB"),
                 ("us_per_contact", "us per contact"),
             ],

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import shutil
 import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -73,6 +75,7 @@ def main() -> int:
                 print(run.output[-4000:])
                 print("The DAG run failed; see the log above.")
                 return 1
+            report_plan(run.output)
             report(airflow, urls.klaviyo, catalogue)
 
     print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
@@ -95,6 +98,21 @@ def load_sandbox(klaviyo: str, nosto: str, data: Path, *, seed_klaviyo: bool) ->
             f"Nosto export {data.name}: {sum(1 for _ in lines)} lines (the generator's line above says how many "
             "have an unusable email or duplicate another line's; the sync skips or merges those)."
         )
+
+
+def report_plan(output: str) -> None:
+    planned = re.search(r"Planned generation \d+ in ([\d.]+) s", output)
+    scan = re.search(r"Read the emails of (\d+) Klaviyo profiles \(([^)]*)\) in ([\d.]+) s", output)
+    if planned is None:
+        return
+    text = f"plan_sync took {float(planned[1]):.0f} s"
+    if scan is not None:
+        text += (
+            f"; {float(scan[3]):.0f} s of it went to reading the emails of {scan[1]} Klaviyo profiles ({scan[2]}), "
+            "to find those stored with other letter case. The profiles a run writes count as updated, so the "
+            "run after a first sync reads them all again (docs/architecture.md)"
+        )
+    print(textwrap.fill(text + ".", width=108, initial_indent="    ", subsequent_indent="    "))
 
 
 def report(airflow: AirflowEnvironment, klaviyo: str, catalogue: list[dict[str, Any]]) -> None:
@@ -130,9 +148,10 @@ def report(airflow: AirflowEnvironment, klaviyo: str, catalogue: list[dict[str, 
     for profile in state["profiles"]:
         for name in profile.get("properties", {}).get("nosto_segment") or []:
             holders[name] += 1
+    others = len(state["profiles"]) - members
     print(
-        f"\n    Klaviyo now holds {len(state['profiles'])} profiles: {members} in the list 'Nosto Customers', "
-        f"the others are profiles Nosto does not know (or no longer knows)."
+        f"\n    Klaviyo now holds {len(state['profiles'])} profiles: {members} in the list 'Nosto Customers'"
+        + (f"; the other {others} are profiles Nosto does not know (or no longer knows)." if others else ".")
     )
     print("    Profiles whose nosto_segment contains each segment's name:")
     for segment in catalogue:

@@ -450,8 +450,11 @@ def _record_json(record: ContactRecord) -> str:
 
 
 def _write_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
-    # mtime=0 keeps the bytes identical for identical content, so retries are idempotent.
-    with gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as compressed:
+    # No time and no file name in the gzip header (GzipFile would take the name of a temporary file from
+    # the stream) keep the bytes identical for identical content, so retries are idempotent.
+    with gzip.GzipFile(
+        filename="", fileobj=stream, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0
+    ) as compressed:
         chunk: list[str] = []
         for line in lines:
             chunk.append(line)

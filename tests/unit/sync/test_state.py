@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +125,19 @@ def test_snapshot_in_one_line_per_contact_is_still_read() -> None:
         "ana@example.com": NEW_ONLY,
         "bob@example.com": NEW_ONLY,
     }
+
+
+def test_contacts_written_to_a_named_file_give_the_same_bytes_whatever_its_name(tmp_path: Path) -> None:
+    contacts = {"ana@example.com": NEW_ONLY}
+    for name in ("one.tmp-1", "other.tmp-2"):
+        with (tmp_path / name).open("wb") as stream:
+            write_contacts(stream, contacts)
+
+    assert (
+        (tmp_path / "one.tmp-1").read_bytes()
+        == (tmp_path / "other.tmp-2").read_bytes()
+        == _contacts_bytes(contacts)
+    )
 
 
 def test_equal_contacts_give_equal_bytes() -> None:
