@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -335,9 +335,9 @@ def find_targets(
     config: SyncConfig,
     targets: TargetPlan,
     plan: SyncPlan,
-    check_list_flows: Callable[[str], None],
+    flows: FlowGuard,
 ) -> FoundTargets:
-    """Find the lists and Klaviyo segments that exist, and stop if adding to them would trigger a flow.
+    """Find the lists and Klaviyo segments that exist, and have ``flows`` read what adding to them triggers.
 
     Reads only, so a dry run uses it to say what would stop the real run. A remembered id wins over a name
     look-up: Klaviyo keeps neither list nor segment names unique.
@@ -381,14 +381,16 @@ def find_targets(
     for segment in targets.segments:
         segment_ids[segment.id] = _existing_segment(log, klaviyo, config, state, segment)
 
-    for segment_id, list_id in list_ids.items():
-        if list_id and diffs[segment_id].add:
-            check_list_flows(list_id)
+    for segment in targets.lists:
+        list_id = list_ids[segment.id]
+        if list_id and diffs[segment.id].add:
+            flows.check_list(list_id, f"the list {target_name(config.segment_list_prefix, segment.name)!r}")
     for segment in targets.segments:
         klaviyo_id = segment_ids[segment.id]
         segment_diff = plan.segment_diffs.get(segment.id)
         if klaviyo_id and segment_diff is not None and segment_diff.joined:
-            check_segment_flows(klaviyo, config, klaviyo_id)
+            name = target_name(config.klaviyo_segment_prefix, segment.name)
+            flows.check_segment(klaviyo_id, f"the Klaviyo segment {name!r}")
     return FoundTargets(state, diffs, list_ids, segment_ids)
 
 
@@ -399,14 +401,16 @@ def apply_targets(
     config: SyncConfig,
     targets: TargetPlan,
     plan: SyncPlan,
-    check_list_flows: Callable[[str], None],
+    flows: FlowGuard,
 ) -> None:
     """Find or create the lists and Klaviyo segments, check their flows, then record them and the list diffs.
 
-    Every flow check runs before anything is created, renamed or redefined (:func:`find_targets`). A look-up
+    Every flow check runs before anything is created, renamed or redefined (:func:`find_targets`), and the
+    run stops there if any flow ``flows`` has read so far would fire, the address book's included. A look-up
     by name comes before a create: neither create is idempotent, so a retried task never makes a second one.
     """
-    found = find_targets(log, klaviyo, config, targets, plan, check_list_flows)
+    found = find_targets(log, klaviyo, config, targets, plan, flows)
+    flows.stop_if_firing()
     state, diffs, list_ids, segment_ids = found.state, found.diffs, found.list_ids, found.segment_ids
 
     for segment in targets.lists:
@@ -550,25 +554,72 @@ def firing_flow_names(flows: Sequence[Mapping[str, Any]], config: SyncConfig) ->
     return ", ".join(f"{flow.get('name')!r} (id {flow.get('id')})" for flow in firing)
 
 
-def check_segment_flows(klaviyo: KlaviyoHook, config: SyncConfig, segment_id: str) -> None:
-    """Stop before writing when profiles entering a Klaviyo segment would trigger a flow (emails)."""
-    if not config.check_flows:
-        return
-    try:
-        flows = klaviyo.get_segment_flow_triggers(segment_id)
-    except KlaviyoPermissionError as err:
-        raise KlaviyoConfigError(
-            "The Klaviyo key cannot read the flows triggered by the segment (it needs the scopes 'flows:read' "
-            "and 'segments:read'). Add them to the private key, or set check_flows=false in the sync "
-            "configuration to switch the check off explicitly."
-        ) from err
-    names = firing_flow_names(flows, config)
-    if names:
-        raise KlaviyoConfigError(
-            f"Stopped before writing: profiles entering the Klaviyo segment {segment_id} would trigger the "
-            f"Klaviyo flow(s) {names}, which may send emails. Turn the flow off in Klaviyo, or allow it by "
-            "adding its id to 'allowed_flows' in the sync configuration."
-        )
+class FlowGuard:
+    """
+    Reads the flow triggers of every list and Klaviyo segment a run adds profiles to, and stops the run once,
+    before anything is written, with one error naming every flow that would fire, so that one round of edits
+    in Klaviyo or in ``allowed_flows`` settles them all.
+
+    A key that cannot read flow triggers stops the run at once: the fix is the same for every target.
+    """
+
+    def __init__(self, klaviyo: KlaviyoHook, config: SyncConfig, log: Logger) -> None:
+        self._klaviyo = klaviyo
+        self._config = config
+        self._log = log
+        self._firing: list[str] = []
+        self._warned = False
+
+    def check_list(self, list_id: str, label: str) -> None:
+        """Read what adding profiles to the list would trigger; ``label`` names the list in the error."""
+        if self._switched_off():
+            return
+        try:
+            flows = self._klaviyo.get_list_flow_triggers(list_id)
+        except KlaviyoPermissionError as err:
+            raise KlaviyoConfigError(
+                "The Klaviyo key cannot read the flows triggered by the list (it needs the scope 'flows:read'). "
+                "Add 'flows:read' to the private key, or set check_flows=false in the sync configuration to "
+                "switch the check off explicitly."
+            ) from err
+        self._note(f"adding profiles to {label} ({list_id})", flows)
+
+    def check_segment(self, segment_id: str, label: str) -> None:
+        """Read what profiles entering the Klaviyo segment would trigger."""
+        if self._switched_off():
+            return
+        try:
+            flows = self._klaviyo.get_segment_flow_triggers(segment_id)
+        except KlaviyoPermissionError as err:
+            raise KlaviyoConfigError(
+                "The Klaviyo key cannot read the flows triggered by the segment (it needs the scopes 'flows:read' "
+                "and 'segments:read'). Add them to the private key, or set check_flows=false in the sync "
+                "configuration to switch the check off explicitly."
+            ) from err
+        self._note(f"profiles entering {label} ({segment_id})", flows)
+
+    def stop_if_firing(self) -> None:
+        """Raise one error naming every flow found so far that would fire."""
+        if self._firing:
+            raise KlaviyoConfigError(
+                "Stopped before writing: "
+                + "; ".join(self._firing)
+                + ". These flows may send emails. Turn them off in Klaviyo, or allow them by adding their ids to "
+                "'allowed_flows' in the sync configuration."
+            )
+
+    def _note(self, action: str, flows: Sequence[Mapping[str, Any]]) -> None:
+        names = firing_flow_names(flows, self._config)
+        if names:
+            self._firing.append(f"{action} would trigger the Klaviyo flow(s) {names}")
+
+    def _switched_off(self) -> bool:
+        if self._config.check_flows:
+            return False
+        if not self._warned:
+            self._log.warning("The flow-trigger check is switched off (check_flows=false).")
+            self._warned = True
+        return True
 
 
 class KlaviyoSegmentListOperator(BaseOperator):

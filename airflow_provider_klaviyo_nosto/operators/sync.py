@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from airflow.providers.common.compat.sdk import BaseOperator, Variable, conf
 
 from airflow_provider_klaviyo_nosto.config import SyncConfig
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError, KlaviyoPermissionError
+from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
 from airflow_provider_klaviyo_nosto.operators.segment_targets import (
+    FlowGuard,
     TargetFiles,
     TargetPlan,
     apply_targets,
     find_targets,
-    firing_flow_names,
     plan_targets,
 )
 from airflow_provider_klaviyo_nosto.state_store import (
@@ -47,6 +47,8 @@ from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+ADDRESS_BOOK_LABEL = "the address-book list"
 
 
 class PushSpec(TypedDict):
@@ -259,19 +261,13 @@ class NostoSegmentSyncOperator(BaseOperator):
 
         klaviyo = klaviyo or self.klaviyo_hook(config)
         list_id = self.ensure_address_book_list(klaviyo, config, applied, full_resync=full_resync)
+        flows = FlowGuard(klaviyo, config, self.log)
         if _joining(plan):
-            self.check_flows(klaviyo, config, list_id)
+            flows.check_list(list_id, ADDRESS_BOOK_LABEL)
+        # Stops, before anything but a new address book is written, if any flow on any target would fire.
+        apply_targets(self.log, klaviyo, TargetFiles(config.state_uri), config, targets, plan, flows)
         if migration.old_list_name and list_id == applied.list_id:
             self.rename_address_book_list(klaviyo, config, list_id, migration.old_list_name)
-        apply_targets(
-            self.log,
-            klaviyo,
-            TargetFiles(config.state_uri),
-            config,
-            targets,
-            plan,
-            lambda segment_list_id: self.check_flows(klaviyo, config, segment_list_id),
-        )
 
         self.find_email_aliases(klaviyo, store, plan)
         self.record_plan(store, base, plan, config, list_id, folded_journals, clear_properties)
@@ -716,19 +712,14 @@ class NostoSegmentSyncOperator(BaseOperator):
         if _nothing_to_write(plan, migration, targets, config):
             return  # the real run would stop at nothing
         hook = klaviyo or self.klaviyo_hook(config)
+        flows = FlowGuard(hook, config, self.log)
         with self.reported_as_stopping():
             list_id = self.find_address_book_list(hook, config, applied, full_resync=full_resync)
             if list_id and _joining(plan):
-                self.check_flows(hook, config, list_id)
+                flows.check_list(list_id, ADDRESS_BOOK_LABEL)
         with self.reported_as_stopping():
-            find_targets(
-                self.log,
-                hook,
-                config,
-                targets,
-                plan,
-                lambda segment_list_id: self.check_flows(hook, config, segment_list_id),
-            )
+            find_targets(self.log, hook, config, targets, plan, flows)
+            flows.stop_if_firing()
 
     @contextlib.contextmanager
     def reported_as_stopping(self) -> Iterator[None]:
@@ -737,28 +728,6 @@ class NostoSegmentSyncOperator(BaseOperator):
             yield
         except KlaviyoConfigError as err:
             self.log.warning("A real run would stop: %s", err)
-
-    def check_flows(self, klaviyo: KlaviyoHook, config: SyncConfig, list_id: str) -> None:
-        """Stop before writing when adding contacts to the list would trigger a Klaviyo flow (emails)."""
-        if not config.check_flows:
-            self.log.warning("The flow-trigger check is switched off (check_flows=false).")
-            return
-        try:
-            flows = klaviyo.get_list_flow_triggers(list_id)
-        except KlaviyoPermissionError as err:
-            raise KlaviyoConfigError(
-                "The Klaviyo key cannot read the flows triggered by the list (it needs the scope 'flows:read'). "
-                "Add 'flows:read' to the private key, or set check_flows=false in the sync configuration to "
-                "switch the check off explicitly."
-            ) from err
-        # A draft flow sends nothing; live and manual flows act on every profile the list gains.
-        names = firing_flow_names(flows, config)
-        if names:
-            raise KlaviyoConfigError(
-                f"Stopped before writing: adding contacts to list {list_id} would trigger the Klaviyo flow(s) "
-                f"{names}, which may send emails. Turn the flow off in Klaviyo, or allow it by adding its id to "
-                "'allowed_flows' in the sync configuration."
-            )
 
     def find_email_aliases(self, klaviyo: KlaviyoHook, store: StateStore, plan: SyncPlan) -> None:
         """

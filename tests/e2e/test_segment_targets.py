@@ -269,7 +269,7 @@ def test_a_segment_deleted_in_nosto_is_skipped_by_its_list_and_klaviyo_segment_w
     assert writes(klaviyo, mark) == []
 
 
-def test_a_dry_run_says_in_the_real_runs_words_that_flows_on_targets_would_stop_it(
+def test_one_error_names_the_flows_of_every_target_and_a_dry_run_says_it_in_the_same_words(
     klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = {
@@ -281,27 +281,40 @@ def test_a_dry_run_says_in_the_real_runs_words_that_flows_on_targets_would_stop_
     }
     nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
     run_sync(config)
+    state = klaviyo.state()
+    ids = {item["name"]: item["id"] for item in [*state["lists"], *state["segments"]]}
     flows = {
+        "Nosto Customers": [{"id": "FLOW0", "name": "Welcome", "status": "live"}],
         "Nosto list: VIP": [{"id": "FLOW1", "name": "VIP list welcome", "status": "live"}],
         "Nosto: VIP": [{"id": "FLOW2", "name": "VIP segment welcome", "status": "live"}],
     }
     requests.put(f"{klaviyo.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
     nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": ["VIP"]})
+    expected = (
+        f"Stopped before writing: adding profiles to the address-book list ({ids['Nosto Customers']}) would "
+        "trigger the Klaviyo flow(s) 'Welcome' (id FLOW0); adding profiles to the list 'Nosto list: VIP' "
+        f"({ids['Nosto list: VIP']}) would trigger the Klaviyo flow(s) 'VIP list welcome' (id FLOW1); profiles "
+        f"entering the Klaviyo segment 'Nosto: VIP' ({ids['Nosto: VIP']}) would trigger the Klaviyo flow(s) "
+        "'VIP segment welcome' (id FLOW2). These flows may send emails. Turn them off in Klaviyo, or allow them "
+        "by adding their ids to 'allowed_flows' in the sync configuration."
+    )
 
-    # The real run stops on the list's flow and, once that flow is allowed, on the Klaviyo segment's.
-    for allowed, flow in (([], "VIP list welcome"), (["FLOW1"], "VIP segment welcome")):
-        defaults = {**config, "allowed_flows": allowed}
-        mark = len(klaviyo.requests_log())
-        capsys.readouterr()
-        NostoSegmentSyncOperator(
-            task_id="plan_sync", config_variable="", defaults=defaults, dry_run=True
-        ).execute({})  # type: ignore[arg-type]
-        dry_run_log = capsys.readouterr().out
-        assert writes(klaviyo, mark) == []
+    mark = len(klaviyo.requests_log())
+    capsys.readouterr()
+    NostoSegmentSyncOperator(task_id="plan_sync", config_variable="", defaults=config, dry_run=True).execute(
+        {}
+    )  # type: ignore[arg-type]
+    dry_run_log = capsys.readouterr().out
+    with pytest.raises(KlaviyoConfigError) as stopped:
+        run_sync(config)
 
-        with pytest.raises(KlaviyoConfigError, match=flow) as stopped:
-            run_sync(defaults)
-        assert f"A real run would stop: {stopped.value}" in dry_run_log
+    assert str(stopped.value) == expected
+    assert f"A real run would stop: {expected}" in dry_run_log
+    assert writes(klaviyo, mark) == []
+
+    # Once all three are allowed, the run goes through.
+    run_sync({**config, "allowed_flows": ["FLOW0", "FLOW1", "FLOW2"]})
+    assert list_members(klaviyo.state(), "Nosto list: VIP") == {"a@example.com", "b@example.com"}
 
 
 def test_a_key_without_segments_write_gets_an_error_naming_the_scope(

@@ -11,7 +11,12 @@ import pytest
 from airflow_provider_klaviyo_nosto.config import SyncConfig
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError
 from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
-from airflow_provider_klaviyo_nosto.operators.segment_targets import TargetFiles, TargetPlan, apply_targets
+from airflow_provider_klaviyo_nosto.operators.segment_targets import (
+    FlowGuard,
+    TargetFiles,
+    TargetPlan,
+    apply_targets,
+)
 from airflow_provider_klaviyo_nosto.sync.model import ADDRESS_BOOK_KEY, Segment
 from airflow_provider_klaviyo_nosto.sync.plan import SegmentDiff, SyncPlan
 from airflow_provider_klaviyo_nosto.sync.targets import (
@@ -55,8 +60,13 @@ def hook() -> mock.Mock:
     klaviyo.create_list.return_value = "NEW"
     klaviyo.get_segment.return_value = {"id": "S1"}
     klaviyo.find_segment_by_name.return_value = None
+    klaviyo.get_list_flow_triggers.return_value = []
     klaviyo.get_segment_flow_triggers.return_value = []
     return klaviyo
+
+
+def guard(hook: mock.Mock, config: SyncConfig | None = None) -> FlowGuard:
+    return FlowGuard(hook, config or SyncConfig(), LOG)
 
 
 def test_a_remembered_list_is_used_without_a_name_look_up_or_a_create(
@@ -64,13 +74,12 @@ def test_a_remembered_list_is_used_without_a_name_look_up_or_a_create(
 ) -> None:
     files = TargetFiles(f"file://{tmp_path}")
     remembered = TargetState(lists={VIP.id: RememberedList("L1", "Nosto list: VIP")})
-    checked: list[str] = []
 
-    apply_targets(LOG, hook, files, SyncConfig(), targets(remembered), plan(), checked.append)
+    apply_targets(LOG, hook, files, SyncConfig(), targets(remembered), plan(), guard(hook))
 
     hook.find_lists_by_name.assert_not_called()
     hook.create_list.assert_not_called()
-    assert checked == ["L1"]
+    hook.get_list_flow_triggers.assert_called_once_with("L1")
     assert files.load().lists == {VIP.id: RememberedList("L1", "Nosto list: VIP")}
     assert files.read_diff(3, VIP.id) == ListDiff(VIP.id, ["a@x.com"], [])
 
@@ -80,7 +89,13 @@ def test_two_lists_with_the_name_stop_the_run_naming_both(hook: mock.Mock, tmp_p
 
     with pytest.raises(KlaviyoError, match=r"2 Klaviyo lists are named 'Nosto list: VIP' \(ids L1, L2\)"):
         apply_targets(
-            LOG, hook, TargetFiles(f"file://{tmp_path}"), SyncConfig(), targets(TargetState()), plan(), print
+            LOG,
+            hook,
+            TargetFiles(f"file://{tmp_path}"),
+            SyncConfig(),
+            targets(TargetState()),
+            plan(),
+            guard(hook),
         )
     hook.create_list.assert_not_called()
 
@@ -92,11 +107,66 @@ def test_a_flow_on_the_klaviyo_segment_stops_before_any_create(hook: mock.Mock, 
 
     with pytest.raises(KlaviyoError, match=r"'VIP welcome' \(id F9\)"):
         apply_targets(
-            LOG, hook, files, SyncConfig(), targets(remembered, segments=True), plan(joined=1), print
+            LOG, hook, files, SyncConfig(), targets(remembered, segments=True), plan(joined=1), guard(hook)
         )
     hook.create_list.assert_not_called()
     hook.update_segment.assert_not_called()
     assert files.load() == TargetState()
+
+
+def test_every_flow_that_would_fire_is_named_in_one_error_before_anything_is_written(
+    hook: mock.Mock, tmp_path: Path
+) -> None:
+    remembered = TargetState(
+        lists={VIP.id: RememberedList("L1", "Nosto list: VIP")},
+        segments={VIP.id: RememberedSegment("S1", "Nosto: VIP", "VIP", "nosto_segment")},
+    )
+    hook.get_list_flow_triggers.side_effect = lambda list_id: {
+        "BOOK": [{"id": "F1", "name": "Welcome", "status": "live"}],
+        "L1": [
+            {"id": "F2", "name": "VIP list welcome", "status": "manual"},
+            {"id": "F3", "name": "Allowed one", "status": "live"},
+            {"id": "F4", "name": "Draft", "status": "draft"},
+        ],
+    }[list_id]
+    hook.get_segment_flow_triggers.return_value = [
+        {"id": "F5", "name": "VIP segment welcome", "status": "live"}
+    ]
+    files = TargetFiles(f"file://{tmp_path}")
+    flows = guard(hook, SyncConfig(allowed_flows=("F3",)))
+    flows.check_list("BOOK", "the address-book list")
+
+    with pytest.raises(KlaviyoError) as stopped:
+        apply_targets(
+            LOG, hook, files, SyncConfig(), targets(remembered, segments=True), plan(joined=1), flows
+        )
+
+    assert str(stopped.value) == (
+        "Stopped before writing: adding profiles to the address-book list (BOOK) would trigger the Klaviyo "
+        "flow(s) 'Welcome' (id F1); adding profiles to the list 'Nosto list: VIP' (L1) would trigger the Klaviyo "
+        "flow(s) 'VIP list welcome' (id F2); profiles entering the Klaviyo segment 'Nosto: VIP' (S1) would "
+        "trigger the Klaviyo flow(s) 'VIP segment welcome' (id F5). These flows may send emails. Turn them off "
+        "in Klaviyo, or allow them by adding their ids to 'allowed_flows' in the sync configuration."
+    )
+    hook.create_list.assert_not_called()
+    hook.update_segment.assert_not_called()
+    assert files.load() == TargetState()
+
+
+def test_with_the_check_switched_off_no_flow_is_read_and_one_warning_says_so(
+    hook: mock.Mock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    remembered = TargetState(lists={VIP.id: RememberedList("L1", "Nosto list: VIP")})
+    flows = guard(hook, SyncConfig(check_flows=False))
+    flows.check_list("BOOK", "the address-book list")
+
+    apply_targets(
+        LOG, hook, TargetFiles(f"file://{tmp_path}"), SyncConfig(), targets(remembered), plan(), flows
+    )
+
+    hook.get_list_flow_triggers.assert_not_called()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["The flow-trigger check is switched off (check_flows=false)."]
 
 
 def test_a_renamed_nosto_segment_updates_the_klaviyo_segment_it_made(hook: mock.Mock, tmp_path: Path) -> None:
@@ -104,7 +174,7 @@ def test_a_renamed_nosto_segment_updates_the_klaviyo_segment_it_made(hook: mock.
     files = TargetFiles(f"file://{tmp_path}")
 
     apply_targets(
-        LOG, hook, files, SyncConfig(), targets(remembered, lists=False, segments=True), plan(), print
+        LOG, hook, files, SyncConfig(), targets(remembered, lists=False, segments=True), plan(), guard(hook)
     )
 
     hook.update_segment.assert_called_once_with(
@@ -138,7 +208,13 @@ def test_a_klaviyo_segment_found_by_name_is_adopted_as_it_is_with_a_warning_when
     caplog.set_level(logging.INFO, logger=LOG.name)
 
     apply_targets(
-        LOG, hook, files, SyncConfig(), targets(TargetState(), lists=False, segments=True), plan(), print
+        LOG,
+        hook,
+        files,
+        SyncConfig(),
+        targets(TargetState(), lists=False, segments=True),
+        plan(),
+        guard(hook),
     )
 
     hook.create_segment.assert_not_called()
