@@ -4,6 +4,8 @@ its documented rate limits allow for those calls. ``docs/performance.md`` derive
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Documented batch sizes (Klaviyo API reference, revision 2026-07-15).
@@ -54,6 +56,20 @@ def floor_calls(mix: ChangeMix) -> dict[str, int]:
         LIST_REMOVALS: math.ceil(mix.removals / IDS_PER_LIST_CALL),
     }
     return {endpoint: count for endpoint, count in calls.items() if count}
+
+
+def split_floor_calls(shares: Iterable[ChangeMix]) -> dict[str, int]:
+    """The fewest calls when each share is applied by its own task in calls of its own.
+
+    The specification has one push task per segment (and one for the address book), each writing the contacts
+    it owns in its own bulk jobs and removing its own leavers: every task with work pays at least one call of
+    each kind it needs, so this floor is the sum of each share's floor. The gap between it and
+    :func:`floor_calls` of the whole mix is the price of that split, not of how the tasks make their calls.
+    """
+    total: Counter[str] = Counter()
+    for share in shares:
+        total.update(floor_calls(share))
+    return dict(total)
 
 
 def endpoint_seconds(calls: int, tier: tuple[int, int], scale: float = 1.0) -> float:

@@ -16,8 +16,8 @@ this order:
    them by default); with fewer, its calls and time are also given scaled to all contacts, which is exact
    for calls and, the peer being bound by one endpoint's steady limit, linear for time.
 
-For each: calls by endpoint (from the sandbox's request log), 429s received, wall time, and the floor of
-:mod:`bench.floor`. Our pacer keeps documented windows in its own clock; it is given the sandbox's scale so
+For each: calls by endpoint (from the sandbox's request log), 429s received, wall time, the floor of
+:mod:`bench.floor`, and for ours also the per-task floor (each push task's own share, read from its diff). Our pacer keeps documented windows in its own clock; it is given the sandbox's scale so
 both sides see the same limits.
 """
 
@@ -40,11 +40,13 @@ from typing import Any
 import requests
 
 from bench.common import DEFAULT_DATA, table
-from bench.floor import ChangeMix, floor_calls, floor_seconds, peer_calls
+from bench.floor import ChangeMix, floor_calls, floor_seconds, peer_calls, split_floor_calls
 
 SEGMENTS = 20
 LIST_NAME = "Nosto Customers"
 PROPERTY = "nosto_segment"
+#: What the floor counts, as :func:`purposes` names the calls.
+FLOOR_KINDS = ("profile writes", "id look-ups", "list membership writes")
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -198,6 +200,7 @@ def run_ours(config: dict[str, Any], pool_slots: int) -> dict[str, Any]:
         context
     )
     planned = time.perf_counter()
+    shares = task_shares(config["state_uri"], specs)
 
     def push(spec: Any) -> dict[str, Any]:
         operator = KlaviyoSegmentPushOperator(
@@ -216,7 +219,24 @@ def run_ours(config: dict[str, Any], pool_slots: int) -> dict[str, Any]:
         "written": sum(summary.get("written", 0) for summary in summaries),
         "rejected": sum(summary.get("rejected", 0) for summary in summaries),
         "push_tasks": len(specs),
+        "shares": shares,
     }
+
+
+def task_shares(state_uri: str, specs: list[Any]) -> list[ChangeMix]:
+    """What each push task owns, read from its diff before it runs: the input of the per-task floor."""
+    from airflow_provider_klaviyo_nosto.state_store import StateStore
+
+    store = StateStore(state_uri)
+    shares = []
+    for spec in specs:
+        if not spec["contacts_to_write"]:
+            continue
+        changes = store.read_diff(spec["generation"], spec["key"])
+        joins = sum(change.new.in_address_book and not change.old.in_address_book for change in changes)
+        removals = sum(change.old.in_address_book and not change.new.in_address_book for change in changes)
+        shares.append(ChangeMix(joins, len(changes) - joins - removals, removals))
+    return shares
 
 
 def our_mix(config: dict[str, Any], admin: Admin) -> ChangeMix:
@@ -434,13 +454,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     for result, mix in ((ours_first, first_mix), (ours_incremental, second_mix)):
         floor = floor_calls(mix)
+        split = split_floor_calls(result.pop("shares"))
+        purpose = result["calls_by_purpose"]
         result.update(
             mix=mix.__dict__,
             floor_calls=sum(floor.values()),
             floor_by_endpoint=floor,
             floor_s=floor_seconds(floor, args.rate_scale),
+            split_floor_calls=sum(split.values()),
+            split_floor_by_endpoint=split,
+            # The calls of the kinds the floor counts: writes, id look-ups and list removals.
+            floor_kind_calls=sum(purpose.get(kind, 0) for kind in FLOOR_KINDS),
         )
         result["calls_ratio"] = result["calls"] / max(1, result["floor_calls"])
+        result["floor_kind_ratio"] = result["floor_kind_calls"] / max(1, result["floor_calls"])
+        result["split_ratio"] = result["floor_kind_calls"] / max(1, result["split_floor_calls"])
     for peer, mix in ((peer_incremental, second_mix), (peer_first, first_mix)):
         scaled = peer.get("scaled_to_all", 1.0)
         peer["calls_all"] = round(peer["calls"] * scaled)
@@ -468,6 +496,9 @@ def report(results: dict[str, Any]) -> str:
                 "floor_calls": ours["floor_calls"],
                 "calls": ours["calls"],
                 "calls_ratio": ours["calls_ratio"],
+                "floor_kind_calls": ours["floor_kind_calls"],
+                "split_floor_calls": ours["split_floor_calls"],
+                "split_ratio": ours["split_ratio"],
                 "throttled": ours["throttled"],
                 "floor_s": ours["floor_s"],
                 "wall_s": ours["wall_s"],
@@ -486,6 +517,9 @@ def report(results: dict[str, Any]) -> str:
             ("floor_calls", "floor calls"),
             ("calls", "our calls"),
             ("calls_ratio", "calls / floor"),
+            ("floor_kind_calls", "our writes and look-ups"),
+            ("split_floor_calls", "per-task floor"),
+            ("split_ratio", "writes and look-ups / per-task floor"),
             ("throttled", "our 429s"),
             ("floor_s", "floor s"),
             ("wall_s", "our wall s"),

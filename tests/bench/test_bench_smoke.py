@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.floor import ChangeMix, endpoint_seconds, floor_calls, floor_seconds, peer_calls
+from bench.floor import ChangeMix, endpoint_seconds, floor_calls, floor_seconds, peer_calls, split_floor_calls
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,6 +44,23 @@ def test_floor_follows_the_documented_batch_sizes_and_tiers() -> None:
         "POST /api/profile-import": 22_500,
         "POST /api/lists/{id}/relationships/profiles": 15,
         "DELETE /api/lists/{id}/relationships/profiles": 3,
+    }
+
+
+def test_split_floor_adds_up_each_tasks_own_calls() -> None:
+    # Three tasks: 6,000 joins; 5,000 value changes and 150 leavers; 50 leavers. Together one task would need
+    # 2 jobs with the list, 1 without, 2 look-ups and 1 removal; apart, every task pays its own.
+    shares = [ChangeMix(6_000, 0, 0), ChangeMix(0, 5_000, 150), ChangeMix(0, 0, 50)]
+
+    assert floor_calls(ChangeMix(6_000, 5_000, 200)) == {
+        "POST /api/profile-bulk-import-jobs": 3,
+        "GET /api/profiles": 2,
+        "DELETE /api/lists/{id}/relationships/profiles": 1,
+    }
+    assert split_floor_calls(shares) == {
+        "POST /api/profile-bulk-import-jobs": 4,
+        "GET /api/profiles": 3,
+        "DELETE /api/lists/{id}/relationships/profiles": 2,
     }
 
 
@@ -96,6 +113,11 @@ def test_sync_benchmark_reports_calls_429s_and_the_peer(tmp_path: Path) -> None:
     for run in ("ours_first", "ours_incremental"):
         assert results[run]["floor_calls"] >= 1
         assert results[run]["calls"] >= results[run]["floor_calls"]
+        assert (
+            results[run]["floor_calls"]
+            <= results[run]["split_floor_calls"]
+            <= results[run]["floor_kind_calls"]
+        )
         assert results[run]["calls_by_endpoint"]
         assert "throttled" in results[run]
         assert results[run]["wall_s"] > 0
