@@ -1123,7 +1123,8 @@ class KlaviyoHook(HttpHook):
         """Return the id of the Klaviyo segment called exactly ``name``, or ``None`` when there is none.
 
         :param name: the segment name.
-        :raises KlaviyoError: when more than one segment has the name (Klaviyo does not keep them unique).
+        :raises KlaviyoConfigError: when more than one segment has the name (Klaviyo does not keep them unique):
+            a person has to settle which one is the sync's, so the task is not retried.
         """
         params = {
             "filter": f"equals(name,{_filter_values([name])})",
@@ -1132,9 +1133,9 @@ class KlaviyoHook(HttpHook):
         }
         ids = [item["id"] for item in self.paginate("/api/segments", params) if _attr(item, "name") == name]
         if len(ids) > 1:
-            raise KlaviyoError(
-                f"{len(ids)} Klaviyo segments are named {name!r} (ids {', '.join(ids)}); delete or rename all "
-                "but one of them so that the sync knows which one is its own"
+            raise KlaviyoConfigError(
+                f"{len(ids)} Klaviyo segments are named {name!r} (ids {', '.join(ids)}): delete or rename all "
+                "but one of them, so that the sync knows which one is its own."
             )
         return ids[0] if ids else None
 

@@ -1,15 +1,17 @@
 """Optional per-segment Klaviyo lists and Klaviyo segments.
 
-The sync task plans them (:func:`plan_targets`) and, before anything else is written, finds or creates them
-and checks their flows (:func:`apply_targets`). A segment list's membership changes only once the push
-tasks have created the profiles, so :class:`KlaviyoSegmentListOperator` applies them after the pushes.
+The sync task plans them (:func:`plan_targets`), finds them and checks their flows before anything is written
+(:func:`find_targets`), then creates, renames or redefines them (:func:`apply_targets`). A segment list's
+membership changes only once the push tasks have created the profiles, so :class:`KlaviyoSegmentListOperator`
+applies them after the pushes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -143,6 +145,18 @@ def _wanted_segment(config: SyncConfig, segment: Segment, klaviyo_id: str) -> Re
     return RememberedSegment(
         klaviyo_id,
         target_name(config.klaviyo_segment_prefix, segment.name),
+        segment.name,
+        config.property_name,
+    )
+
+
+def _redefines(remembered: RememberedSegment | None, config: SyncConfig, segment: Segment) -> bool:
+    """Whether the run rewrites the definition of a Klaviyo segment it made (a Nosto rename, a property move).
+
+    Its members stop matching until the push tasks write their new values, and then enter it again, which
+    starts the flows the segment triggers as surely as new members do.
+    """
+    return remembered is not None and (remembered.value, remembered.property_name) != (
         segment.name,
         config.property_name,
     )
@@ -388,7 +402,8 @@ def find_targets(
     for segment in targets.segments:
         klaviyo_id = segment_ids[segment.id]
         segment_diff = plan.segment_diffs.get(segment.id)
-        if klaviyo_id and segment_diff is not None and segment_diff.joined:
+        joining = segment_diff is not None and segment_diff.joined
+        if klaviyo_id and (joining or _redefines(state.segments.get(segment.id), config, segment)):
             name = target_name(config.klaviyo_segment_prefix, segment.name)
             flows.check_segment(klaviyo_id, f"the Klaviyo segment {name!r}")
     return FoundTargets(state, diffs, list_ids, segment_ids)
@@ -401,16 +416,14 @@ def apply_targets(
     config: SyncConfig,
     targets: TargetPlan,
     plan: SyncPlan,
-    flows: FlowGuard,
+    found: FoundTargets,
 ) -> None:
-    """Find or create the lists and Klaviyo segments, check their flows, then record them and the list diffs.
+    """Create what :func:`find_targets` did not find, rename and redefine the rest, and record them and the
+    list diffs.
 
-    Every flow check runs before anything is created, renamed or redefined (:func:`find_targets`), and the
-    run stops there if any flow ``flows`` has read so far would fire, the address book's included. A look-up
-    by name comes before a create: neither create is idempotent, so a retried task never makes a second one.
+    Called only once every flow check has passed. A look-up by name came before a create: neither create is
+    idempotent, so a retried task never makes a second one.
     """
-    found = find_targets(log, klaviyo, config, targets, plan, flows)
-    flows.stop_if_firing()
     state, diffs, list_ids, segment_ids = found.state, found.diffs, found.list_ids, found.segment_ids
 
     for segment in targets.lists:
@@ -598,15 +611,29 @@ class FlowGuard:
             ) from err
         self._note(f"profiles entering {label} ({segment_id})", flows)
 
-    def stop_if_firing(self) -> None:
-        """Raise one error naming every flow found so far that would fire."""
+    @contextlib.contextmanager
+    def stopping_if_firing(self) -> Iterator[None]:
+        """Run the checks in the block, then stop the run if any flow read would fire.
+
+        Another error that stops the block (two lists with one name, say) also names the flows read before it,
+        so that fixing what the error says does not lead to a second stop for a flow already known.
+        """
+        try:
+            yield
+        except KlaviyoConfigError as err:
+            if self._firing:
+                raise KlaviyoConfigError(f"{err} Also: {self._stop_message()}") from err
+            raise
         if self._firing:
-            raise KlaviyoConfigError(
-                "Stopped before writing: "
-                + "; ".join(self._firing)
-                + ". These flows may send emails. Turn them off in Klaviyo, or allow them by adding their ids to "
-                "'allowed_flows' in the sync configuration."
-            )
+            raise KlaviyoConfigError(self._stop_message())
+
+    def _stop_message(self) -> str:
+        return (
+            "Stopped before writing: "
+            + "; ".join(self._firing)
+            + ". These flows may send emails. Turn them off in Klaviyo, or allow them by adding their ids to "
+            "'allowed_flows' in the sync configuration."
+        )
 
     def _note(self, action: str, flows: Sequence[Mapping[str, Any]]) -> None:
         names = firing_flow_names(flows, self._config)

@@ -18,6 +18,7 @@ from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.hooks.nosto import NostoHook
 from airflow_provider_klaviyo_nosto.operators.segment_targets import (
     FlowGuard,
+    FoundTargets,
     TargetFiles,
     TargetPlan,
     apply_targets,
@@ -47,8 +48,6 @@ from airflow_provider_klaviyo_nosto.sync.state import AppliedState, SegmentState
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-ADDRESS_BOOK_LABEL = "the address-book list"
 
 
 class PushSpec(TypedDict):
@@ -260,14 +259,12 @@ class NostoSegmentSyncOperator(BaseOperator):
             return []
 
         klaviyo = klaviyo or self.klaviyo_hook(config)
-        list_id = self.ensure_address_book_list(klaviyo, config, applied, full_resync=full_resync)
-        flows = FlowGuard(klaviyo, config, self.log)
-        if _joining(plan):
-            flows.check_list(list_id, ADDRESS_BOOK_LABEL)
-        # Stops, before anything but a new address book is written, if any flow on any target would fire.
-        apply_targets(self.log, klaviyo, TargetFiles(config.state_uri), config, targets, plan, flows)
+        found_list_id = self.find_address_book_list(klaviyo, config, applied, full_resync=full_resync)
+        found = self.check_flows(klaviyo, config, plan, targets, found_list_id)
+        list_id = found_list_id or self.create_address_book_list(klaviyo, config)
         if migration.old_list_name and list_id == applied.list_id:
             self.rename_address_book_list(klaviyo, config, list_id, migration.old_list_name)
+        apply_targets(self.log, klaviyo, TargetFiles(config.state_uri), config, targets, plan, found)
 
         self.find_email_aliases(klaviyo, store, plan)
         self.record_plan(store, base, plan, config, list_id, folded_journals, clear_properties)
@@ -546,23 +543,13 @@ class NostoSegmentSyncOperator(BaseOperator):
             f" Examples ({examples})." if examples else "",
         )
 
-    def ensure_address_book_list(
-        self,
-        klaviyo: KlaviyoHook,
-        config: SyncConfig,
-        applied: AppliedState,
-        *,
-        full_resync: bool = False,
-    ) -> str:
+    def create_address_book_list(self, klaviyo: KlaviyoHook, config: SyncConfig) -> str:
         """
-        Find the address-book list, creating it only when absent, and remember its id.
+        Create the address-book list, once :meth:`find_address_book_list` found none.
 
         Klaviyo does not make list names unique and ``POST /api/lists`` is not idempotent, so a remembered id
         always wins over a look-up by name, and a look-up by name always comes before a create.
         """
-        found = self.find_address_book_list(klaviyo, config, applied, full_resync=full_resync)
-        if found:
-            return found
         created = klaviyo.create_list(config.list_name)
         self.log.info("Created the Klaviyo list %r (%s).", config.list_name, created)
         return created
@@ -712,14 +699,11 @@ class NostoSegmentSyncOperator(BaseOperator):
         if _nothing_to_write(plan, migration, targets, config):
             return  # the real run would stop at nothing
         hook = klaviyo or self.klaviyo_hook(config)
-        flows = FlowGuard(hook, config, self.log)
+        list_id = None
         with self.reported_as_stopping():
             list_id = self.find_address_book_list(hook, config, applied, full_resync=full_resync)
-            if list_id and _joining(plan):
-                flows.check_list(list_id, ADDRESS_BOOK_LABEL)
         with self.reported_as_stopping():
-            find_targets(self.log, hook, config, targets, plan, flows)
-            flows.stop_if_firing()
+            self.check_flows(hook, config, plan, targets, list_id)
 
     @contextlib.contextmanager
     def reported_as_stopping(self) -> Iterator[None]:
@@ -728,6 +712,26 @@ class NostoSegmentSyncOperator(BaseOperator):
             yield
         except KlaviyoConfigError as err:
             self.log.warning("A real run would stop: %s", err)
+
+    def check_flows(
+        self,
+        klaviyo: KlaviyoHook,
+        config: SyncConfig,
+        plan: SyncPlan,
+        targets: TargetPlan,
+        list_id: str | None,
+    ) -> FoundTargets:
+        """Find the segment lists and Klaviyo segments, and stop if adding profiles to any of them or to the
+        address-book list would trigger a Klaviyo flow (emails), with one error naming every such flow.
+
+        Reads only: the real run calls it before writing anything, a dry run to say what would stop the real
+        run, in the same words. A list the run is about to create has no flows yet.
+        """
+        flows = FlowGuard(klaviyo, config, self.log)
+        with flows.stopping_if_firing():
+            if list_id and _joining(plan):
+                flows.check_list(list_id, "the address-book list")
+            return find_targets(self.log, klaviyo, config, targets, plan, flows)
 
     def find_email_aliases(self, klaviyo: KlaviyoHook, store: StateStore, plan: SyncPlan) -> None:
         """

@@ -12,9 +12,11 @@ import pytest
 import requests
 
 from airflow_provider_klaviyo_nosto.exceptions import KlaviyoConfigError
+from airflow_provider_klaviyo_nosto.hooks.klaviyo import KlaviyoHook
 from airflow_provider_klaviyo_nosto.operators.push import KlaviyoSegmentPushOperator
 from airflow_provider_klaviyo_nosto.operators.segment_targets import KlaviyoSegmentListOperator
 from airflow_provider_klaviyo_nosto.operators.sync import NostoSegmentSyncOperator
+from airflow_provider_klaviyo_nosto.sync.targets import contains_definition
 from sandbox.harness import DEMO_KLAVIYO_KEY, DEMO_NOSTO_APPS_TOKEN, DEMO_NOSTO_EXPORT_TOKEN
 from tests.e2e.conftest import SYNC_SCOPES, Sandbox
 
@@ -209,8 +211,9 @@ def test_a_flow_on_a_segment_list_stops_the_run_before_writing(klaviyo: Sandbox,
     with pytest.raises(KlaviyoConfigError, match=r"'VIP welcome' \(id FLOW1\)"):
         run_sync(config)
 
-    assert writes(klaviyo, mark) == [("POST", "/api/lists")]  # the address book, created before the check
-    assert [item["name"] for item in klaviyo.state()["lists"]] == ["Nosto list: VIP", "Nosto Customers"]
+    # Not even the address book is created: the run stops before writing anything.
+    assert writes(klaviyo, mark) == []
+    assert [item["name"] for item in klaviyo.state()["lists"]] == ["Nosto list: VIP"]
 
 
 def test_a_segment_deleted_in_nosto_is_skipped_by_its_list_and_klaviyo_segment_with_a_warning(
@@ -315,6 +318,139 @@ def test_one_error_names_the_flows_of_every_target_and_a_dry_run_says_it_in_the_
     # Once all three are allowed, the run goes through.
     run_sync({**config, "allowed_flows": ["FLOW0", "FLOW1", "FLOW2"]})
     assert list_members(klaviyo.state(), "Nosto list: VIP") == {"a@example.com", "b@example.com"}
+
+
+def set_flows(sandbox: Sandbox, flows: Mapping[str, list[dict[str, str]]]) -> None:
+    requests.put(f"{sandbox.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
+
+
+def dry_run(config: Mapping[str, Any], **params: Any) -> None:
+    NostoSegmentSyncOperator(
+        task_id="plan_sync", config_variable="", defaults=dict(config), dry_run=True, **params
+    ).execute({})  # type: ignore[arg-type]
+
+
+def state_files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("change", ["renamed in Nosto", "property migrated"])
+def test_a_klaviyo_segment_whose_definition_changes_has_its_flows_checked(
+    klaviyo: Sandbox, tmp_path: Path, change: str
+) -> None:
+    # Rewriting the definition makes every member leave and, once the pushes write the new value, enter the
+    # segment again: its flows fire as for new members, though nobody joins the Nosto segment.
+    config: dict[str, Any] = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "klaviyo_segments": True,
+        "klaviyo_pool_slots": 1,
+    }
+    members = {"a@example.com": ["VIP"], "b@example.com": ["VIP"]}
+    nosto_serves(klaviyo, CATALOGUE, members)
+    run_sync(config)
+    (segment,) = klaviyo.state()["segments"]
+    set_flows(klaviyo, {"Nosto: VIP": [{"id": "FS", "name": "VIP entry", "status": "live"}]})
+    params: dict[str, Any] = {}
+    if change == "renamed in Nosto":
+        nosto_serves(klaviyo, [{**VIP, "name": "VIP gold"}], {email: ["VIP gold"] for email in members})
+    else:
+        config = {**config, "property_name": "nosto_segment_v2"}
+        params = {"migrate": True}
+    mark = len(klaviyo.requests_log())
+
+    with pytest.raises(
+        KlaviyoConfigError,
+        match=rf"Klaviyo segment 'Nosto: VIP(?: gold)?' \({segment['id']}\) .*'VIP entry' \(id FS\)",
+    ):
+        NostoSegmentSyncOperator(task_id="plan_sync", config_variable="", defaults=config, **params).execute(
+            {}
+        )  # type: ignore[arg-type]
+
+    assert writes(klaviyo, mark) == []
+    assert klaviyo.state()["segments"][0]["definition"] == segment["definition"]
+
+
+def test_a_taken_list_name_stops_a_migration_before_any_target_is_created(
+    klaviyo: Sandbox, tmp_path: Path
+) -> None:
+    config: dict[str, Any] = {
+        "segments": [VIP["id"], KOMBAI["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "segment_lists": [VIP["id"]],
+        "klaviyo_pool_slots": 1,
+    }
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": [KOMBAI["name"]]})
+    run_sync(config)
+    requests.post(f"{klaviyo.klaviyo}/__sandbox/lists", json={"name": "Taken"}, timeout=30).raise_for_status()
+    before = state_files(tmp_path / "state")
+    mark = len(klaviyo.requests_log())
+
+    # The rename to a name another list has stops the run; the Kombai list it also asks for is not made.
+    with pytest.raises(KlaviyoConfigError, match="already has that name"):
+        NostoSegmentSyncOperator(
+            task_id="plan_sync",
+            config_variable="",
+            defaults={**config, "list_name": "Taken", "segment_lists": True},
+            migrate=True,
+        ).execute({})  # type: ignore[arg-type]
+
+    assert writes(klaviyo, mark) == []
+    assert state_files(tmp_path / "state") == before
+
+
+def test_a_stop_for_another_reason_also_names_the_flows_already_read(
+    klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config: dict[str, Any] = {
+        "segments": [VIP["id"], KOMBAI["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "klaviyo_pool_slots": 1,
+    }
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
+    run_sync(config)
+    set_flows(klaviyo, {"Nosto Customers": [{"id": "F0", "name": "Welcome", "status": "live"}]})
+    for _ in range(2):
+        requests.post(
+            f"{klaviyo.klaviyo}/__sandbox/lists", json={"name": f"Nosto list: {KOMBAI['name']}"}, timeout=30
+        ).raise_for_status()
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": [KOMBAI["name"]]})
+    config = {**config, "segment_lists": True}
+
+    capsys.readouterr()
+    dry_run(config)
+    dry_run_log = capsys.readouterr().out
+    with pytest.raises(KlaviyoConfigError) as stopped:
+        run_sync(config)
+
+    message = str(stopped.value)
+    assert message.startswith(f"2 Klaviyo lists are named 'Nosto list: {KOMBAI['name']}'")
+    assert "Also: Stopped before writing: adding profiles to the address-book list" in message
+    assert "'Welcome' (id F0)" in message
+    assert f"A real run would stop: {message}" in dry_run_log
+
+
+def test_two_klaviyo_segments_with_the_name_are_reported_by_a_dry_run_and_stop_the_real_run(
+    klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = KlaviyoHook()
+    for _ in range(2):
+        hook.create_segment("Nosto: VIP", contains_definition("nosto_segment", "VIP"))
+    nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
+    config = {
+        "segments": [VIP["id"]],
+        "state_uri": f"file://{tmp_path / 'state'}",
+        "klaviyo_segments": True,
+        "klaviyo_pool_slots": 1,
+    }
+
+    capsys.readouterr()
+    dry_run(config)
+    dry_run_log = capsys.readouterr().out
+    with pytest.raises(KlaviyoConfigError, match="2 Klaviyo segments are named 'Nosto: VIP'") as stopped:
+        run_sync(config)
+
+    assert f"A real run would stop: {stopped.value}" in dry_run_log
 
 
 def test_a_key_without_segments_write_gets_an_error_naming_the_scope(

@@ -6,7 +6,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from airflow_provider_klaviyo_nosto.exceptions import KlaviyoError, KlaviyoPermissionError, KlaviyoServerError
+from airflow_provider_klaviyo_nosto.exceptions import (
+    KlaviyoConfigError,
+    KlaviyoPermissionError,
+    KlaviyoServerError,
+)
 from airflow_provider_klaviyo_nosto.hooks.pacing import tier_of
 from tests.unit.hooks.klaviyo_fixtures import BASE
 
@@ -30,7 +34,9 @@ def test_two_segments_with_the_name_are_an_error_to_settle_by_hand(hook, request
     found = [_segment("S1", "Nosto: VIP"), _segment("S2", "Nosto: VIP")]
     requests_mock.get(f"{BASE}/api/segments", json={"data": found, "links": {}})
 
-    with pytest.raises(KlaviyoError, match="2 Klaviyo segments are named 'Nosto: VIP' \\(ids S1, S2\\)"):
+    with pytest.raises(
+        KlaviyoConfigError, match="2 Klaviyo segments are named 'Nosto: VIP' \\(ids S1, S2\\)"
+    ):
         hook.find_segment_by_name("Nosto: VIP")
 
 

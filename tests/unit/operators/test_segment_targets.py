@@ -16,6 +16,7 @@ from airflow_provider_klaviyo_nosto.operators.segment_targets import (
     TargetFiles,
     TargetPlan,
     apply_targets,
+    find_targets,
 )
 from airflow_provider_klaviyo_nosto.sync.model import ADDRESS_BOOK_KEY, Segment
 from airflow_provider_klaviyo_nosto.sync.plan import SegmentDiff, SyncPlan
@@ -69,13 +70,29 @@ def guard(hook: mock.Mock, config: SyncConfig | None = None) -> FlowGuard:
     return FlowGuard(hook, config or SyncConfig(), LOG)
 
 
+def find_and_apply(
+    hook: mock.Mock,
+    files: TargetFiles,
+    wanted: TargetPlan,
+    planned: SyncPlan,
+    flows: FlowGuard | None = None,
+    config: SyncConfig | None = None,
+) -> None:
+    """What the sync task does: find the targets and check their flows, then create and record them."""
+    config = config or SyncConfig()
+    flows = flows or guard(hook, config)
+    with flows.stopping_if_firing():
+        found = find_targets(LOG, hook, config, wanted, planned, flows)
+    apply_targets(LOG, hook, files, config, wanted, planned, found)
+
+
 def test_a_remembered_list_is_used_without_a_name_look_up_or_a_create(
     hook: mock.Mock, tmp_path: Path
 ) -> None:
     files = TargetFiles(f"file://{tmp_path}")
     remembered = TargetState(lists={VIP.id: RememberedList("L1", "Nosto list: VIP")})
 
-    apply_targets(LOG, hook, files, SyncConfig(), targets(remembered), plan(), guard(hook))
+    find_and_apply(hook, files, targets(remembered), plan(), guard(hook))
 
     hook.find_lists_by_name.assert_not_called()
     hook.create_list.assert_not_called()
@@ -88,11 +105,9 @@ def test_two_lists_with_the_name_stop_the_run_naming_both(hook: mock.Mock, tmp_p
     hook.find_lists_by_name.return_value = ["L1", "L2"]
 
     with pytest.raises(KlaviyoError, match=r"2 Klaviyo lists are named 'Nosto list: VIP' \(ids L1, L2\)"):
-        apply_targets(
-            LOG,
+        find_and_apply(
             hook,
             TargetFiles(f"file://{tmp_path}"),
-            SyncConfig(),
             targets(TargetState()),
             plan(),
             guard(hook),
@@ -106,9 +121,7 @@ def test_a_flow_on_the_klaviyo_segment_stops_before_any_create(hook: mock.Mock, 
     files = TargetFiles(f"file://{tmp_path}")
 
     with pytest.raises(KlaviyoError, match=r"'VIP welcome' \(id F9\)"):
-        apply_targets(
-            LOG, hook, files, SyncConfig(), targets(remembered, segments=True), plan(joined=1), guard(hook)
-        )
+        find_and_apply(hook, files, targets(remembered, segments=True), plan(joined=1), guard(hook))
     hook.create_list.assert_not_called()
     hook.update_segment.assert_not_called()
     assert files.load() == TargetState()
@@ -137,9 +150,7 @@ def test_every_flow_that_would_fire_is_named_in_one_error_before_anything_is_wri
     flows.check_list("BOOK", "the address-book list")
 
     with pytest.raises(KlaviyoError) as stopped:
-        apply_targets(
-            LOG, hook, files, SyncConfig(), targets(remembered, segments=True), plan(joined=1), flows
-        )
+        find_and_apply(hook, files, targets(remembered, segments=True), plan(joined=1), flows)
 
     assert str(stopped.value) == (
         "Stopped before writing: adding profiles to the address-book list (BOOK) would trigger the Klaviyo "
@@ -160,9 +171,7 @@ def test_with_the_check_switched_off_no_flow_is_read_and_one_warning_says_so(
     flows = guard(hook, SyncConfig(check_flows=False))
     flows.check_list("BOOK", "the address-book list")
 
-    apply_targets(
-        LOG, hook, TargetFiles(f"file://{tmp_path}"), SyncConfig(), targets(remembered), plan(), flows
-    )
+    find_and_apply(hook, TargetFiles(f"file://{tmp_path}"), targets(remembered), plan(), flows)
 
     hook.get_list_flow_triggers.assert_not_called()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -173,9 +182,7 @@ def test_a_renamed_nosto_segment_updates_the_klaviyo_segment_it_made(hook: mock.
     remembered = TargetState(segments={VIP.id: RememberedSegment("S1", "Nosto: vip", "vip", "nosto_segment")})
     files = TargetFiles(f"file://{tmp_path}")
 
-    apply_targets(
-        LOG, hook, files, SyncConfig(), targets(remembered, lists=False, segments=True), plan(), guard(hook)
-    )
+    find_and_apply(hook, files, targets(remembered, lists=False, segments=True), plan(), guard(hook))
 
     hook.update_segment.assert_called_once_with(
         "S1", "Nosto: VIP", contains_definition("nosto_segment", "VIP")
@@ -207,11 +214,9 @@ def test_a_klaviyo_segment_found_by_name_is_adopted_as_it_is_with_a_warning_when
     files = TargetFiles(f"file://{tmp_path}")
     caplog.set_level(logging.INFO, logger=LOG.name)
 
-    apply_targets(
-        LOG,
+    find_and_apply(
         hook,
         files,
-        SyncConfig(),
         targets(TargetState(), lists=False, segments=True),
         plan(),
         guard(hook),
