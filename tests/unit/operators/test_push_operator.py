@@ -67,12 +67,12 @@ def test_b14_contact_gone_from_nosto_leaves_the_list_by_profile_id(world: SyncWo
     world.klaviyo.get_profile_ids_by_email.return_value = {CAROL: "01HEXAMPLECAROL"}
     world.export({ANA: ["vip"], BOB: ["vip"]})
 
-    summary = world.push(spec_for(world.sync(allow_removals=True), VIP.id))
+    summary = world.push(spec_for(world.sync(allow_removals=True), "address-book"))
 
     world.klaviyo.get_profile_ids_by_email.assert_called_once_with([CAROL])
     world.klaviyo.remove_profiles_from_list.assert_called_once_with(LIST_ID, ["01HEXAMPLECAROL"])
     assert summary["removed_from_list"] == 1
-    assert world.journal(2, VIP.id)[CAROL] == (False, [])
+    assert world.journal(2, "address-book")[CAROL] == (False, [])
 
 
 def test_b14_contact_already_deleted_in_klaviyo_counts_as_removed(world: SyncWorld) -> None:
@@ -80,10 +80,10 @@ def test_b14_contact_already_deleted_in_klaviyo_counts_as_removed(world: SyncWor
     world.klaviyo.get_profile_ids_by_email.return_value = {}
     world.export({ANA: ["vip"], BOB: ["vip"]})
 
-    summary = world.push(spec_for(world.sync(allow_removals=True), VIP.id))
+    summary = world.push(spec_for(world.sync(allow_removals=True), "address-book"))
 
     assert summary["removed_from_list"] == 1
-    assert world.journal(2, VIP.id)[CAROL] == (False, [])
+    assert world.journal(2, "address-book")[CAROL] == (False, [])
 
 
 def test_b14_contact_already_deleted_in_klaviyo_is_not_recreated(world: SyncWorld) -> None:
@@ -91,7 +91,7 @@ def test_b14_contact_already_deleted_in_klaviyo_is_not_recreated(world: SyncWorl
     world.klaviyo.get_profile_ids_by_email.return_value = {}
     world.export({ANA: ["vip"], BOB: ["vip"]})
 
-    world.push(spec_for(world.sync(allow_removals=True), VIP.id))
+    world.push(spec_for(world.sync(allow_removals=True), "address-book"))
 
     assert CAROL not in _submitted(world)
 
