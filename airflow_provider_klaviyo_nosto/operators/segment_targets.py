@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -585,31 +585,36 @@ class FlowGuard:
 
     def check_list(self, list_id: str, label: str) -> None:
         """Read what adding profiles to the list would trigger; ``label`` names the list in the error."""
-        if self._switched_off():
-            return
-        try:
-            flows = self._klaviyo.get_list_flow_triggers(list_id)
-        except KlaviyoPermissionError as err:
-            raise KlaviyoConfigError(
-                "The Klaviyo key cannot read the flows triggered by the list (it needs the scope 'flows:read'). "
-                "Add 'flows:read' to the private key, or set check_flows=false in the sync configuration to "
-                "switch the check off explicitly."
-            ) from err
+        flows = self._read(
+            self._klaviyo.get_list_flow_triggers,
+            list_id,
+            "The Klaviyo key cannot read the flows triggered by the list (it needs the scope 'flows:read'). "
+            "Add 'flows:read' to the private key",
+        )
         self._note(f"adding profiles to {label} ({list_id})", flows)
 
     def check_segment(self, segment_id: str, label: str) -> None:
         """Read what profiles entering the Klaviyo segment would trigger."""
+        flows = self._read(
+            self._klaviyo.get_segment_flow_triggers,
+            segment_id,
+            "The Klaviyo key cannot read the flows triggered by the segment (it needs the scopes 'flows:read' "
+            "and 'segments:read'). Add them to the private key",
+        )
+        self._note(f"profiles entering {label} ({segment_id})", flows)
+
+    def _read(
+        self, read: Callable[[str], Sequence[Mapping[str, Any]]], target_id: str, unreadable: str
+    ) -> Sequence[Mapping[str, Any]]:
         if self._switched_off():
-            return
+            return []
         try:
-            flows = self._klaviyo.get_segment_flow_triggers(segment_id)
+            return read(target_id)
         except KlaviyoPermissionError as err:
             raise KlaviyoConfigError(
-                "The Klaviyo key cannot read the flows triggered by the segment (it needs the scopes 'flows:read' "
-                "and 'segments:read'). Add them to the private key, or set check_flows=false in the sync "
-                "configuration to switch the check off explicitly."
+                f"{unreadable}, or set check_flows=false in the sync configuration to switch the check off "
+                "explicitly."
             ) from err
-        self._note(f"profiles entering {label} ({segment_id})", flows)
 
     @contextlib.contextmanager
     def stopping_if_firing(self) -> Iterator[None]:
