@@ -259,9 +259,11 @@ class NostoSegmentSyncOperator(BaseOperator):
             return []
 
         klaviyo = klaviyo or self.klaviyo_hook(config)
-        found_list_id = self.find_address_book_list(klaviyo, config, applied, full_resync=full_resync)
-        found = self.check_flows(klaviyo, config, plan, targets, found_list_id)
-        list_id = found_list_id or self.create_address_book_list(klaviyo, config)
+        list_id = self.find_address_book_list(
+            klaviyo, config, applied, full_resync=full_resync
+        ) or self.create_address_book_list(klaviyo, config)
+        # Even a list just created has its flows read: that tells a key without 'flows:read' on the first run.
+        found = self.check_flows(klaviyo, config, plan, targets, list_id)
         if migration.old_list_name and list_id == applied.list_id:
             self.rename_address_book_list(klaviyo, config, list_id, migration.old_list_name)
         apply_targets(self.log, klaviyo, TargetFiles(config.state_uri), config, targets, plan, found)
@@ -724,8 +726,8 @@ class NostoSegmentSyncOperator(BaseOperator):
         """Find the segment lists and Klaviyo segments, and stop if adding profiles to any of them or to the
         address-book list would trigger a Klaviyo flow (emails), with one error naming every such flow.
 
-        Reads only: the real run calls it before writing anything, a dry run to say what would stop the real
-        run, in the same words. A list the run is about to create has no flows yet.
+        Reads only: the real run calls it before writing anything but a new address-book list, a dry run to
+        say what would stop the real run, in the same words.
         """
         flows = FlowGuard(klaviyo, config, self.log)
         with flows.stopping_if_firing():

@@ -1,8 +1,8 @@
 """
 A push task's process is killed with SIGKILL half-way through its bulk imports; Airflow's retry converges.
 
-The second run of a sync gives one push task two bulk import batches: contacts joining or staying in the
-address book, then contacts leaving it whose value empties. The sandbox holds the answer to the second
+The second run of a sync gives the address book's push task two bulk import batches: contacts joining it in no
+segment, then contacts gone from Nosto, whose value empties. The sandbox holds the answer to the second
 batch's POST, so the task is ``running`` with the first batch's job id already checkpointed in its progress
 file; the test kills that task's process (the pid the REST API reports) and lets the DAG's own retries
 run it again.
@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from airflow_provider_klaviyo_nosto.sync.batching import plan_bulk_batches
+from airflow_provider_klaviyo_nosto.sync.model import ADDRESS_BOOK_KEY
 from airflow_provider_klaviyo_nosto.sync.state import read_diff
 from sandbox.harness import evolve_data
 from tests.deployment.conftest import catalogue, start_fresh
@@ -54,11 +55,11 @@ def read_state_file(deployment: AirflowDeployment, key: str) -> bytes:
     return body
 
 
-def leaving_contact(first: Path, second: Path, seeded: list[dict[str, Any]]) -> tuple[str, str]:
-    """A contact in a segment on day one and gone from the export on day two, and its segment's id.
+def leaving_contact(first: Path, second: Path, seeded: list[dict[str, Any]]) -> str:
+    """A contact in a segment on day one and gone from the export on day two.
 
-    Its change is owned by the smallest of its segments' ids; a profile Klaviyo stores with other letter case
-    is sent under that spelling, so such contacts are passed over to keep the body match exact.
+    The address book's push task owns it; a profile Klaviyo stores with other letter case is sent under that
+    spelling, so such contacts are passed over to keep the body match exact.
     """
     names = {segment["name"]: segment["id"] for segment in catalogue(first)}
     before = expected_from_export(first / "export.jsonl.gz", set(names)).values
@@ -68,7 +69,7 @@ def leaving_contact(first: Path, second: Path, seeded: list[dict[str, Any]]) -> 
     }
     for email in sorted(before):
         if before[email] and email not in after and email not in spelled_otherwise:
-            return email, min(names[name] for name in before[email])
+            return email
     raise AssertionError("the evolved export has no contact leaving a segment and the address book")
 
 
@@ -107,7 +108,7 @@ def test_push_killed_with_a_checkpointed_job_is_retried_and_imports_that_batch_o
 
     day_two = evolve_data(data, tmp_path / "day-two", seed=12)
     seeded = json.loads((data / "klaviyo-seed.json").read_text())
-    email, segment_id = leaving_contact(data, day_two, seeded)
+    email = leaving_contact(data, day_two, seeded)
     sandbox.load_export(day_two)
     sandbox.add_fault(
         {
@@ -130,17 +131,17 @@ def test_push_killed_with_a_checkpointed_job_is_retried_and_imports_that_batch_o
         interval=0.5,
     )
     specs: list[dict[str, Any]] = deployment.xcom(run_id, "plan_sync")
-    [(index, spec)] = [(i, spec) for i, spec in enumerate(specs) if spec["segment_id"] == segment_id]
+    [(index, spec)] = [(i, spec) for i, spec in enumerate(specs) if spec["key"] == ADDRESS_BOOK_KEY]
     generation = spec["generation"]
     # The POST carrying the leaving contact has reached the sandbox and is being held.
     wait_for("the second batch's POST", lambda: fault_in_flight(sandbox), timeout=120, interval=0.2)
 
-    diff = read_state_file(deployment, f"diffs/{generation:08d}/{segment_id}.jsonl.gz")
+    diff = read_state_file(deployment, f"diffs/{generation:08d}/{ADDRESS_BOOK_KEY}.jsonl.gz")
     batches = plan_bulk_batches(list(read_diff(io.BytesIO(diff))), PROPERTY)
     # The held POST is the push's second and last batch.
     assert len(batches) == 2
     assert email in batches[1].emails
-    progress = json.loads(read_state_file(deployment, f"progress/{generation:08d}-{segment_id}.json"))
+    progress = json.loads(read_state_file(deployment, f"progress/{generation:08d}-{ADDRESS_BOOK_KEY}.json"))
     checkpointed = progress["batches"]["0"]["job_id"]
     assert set(progress["batches"]) == {"0"}, "only the first batch is checkpointed when the task is killed"
 
