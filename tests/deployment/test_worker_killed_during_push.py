@@ -1,8 +1,8 @@
 """
 A push task's process is killed with SIGKILL half-way through its bulk imports; Airflow's retry converges.
 
-The second run of a sync gives the address book's push task two bulk import batches: contacts joining it in no
-segment, then contacts gone from Nosto, whose value empties. The sandbox holds the answer to the second
+The second run of a sync gives the address book's push task two bulk import batches: a contact joining it in no
+segment (added to the evolved export here), then contacts gone from Nosto, whose value empties. The sandbox holds the answer to the second
 batch's POST, so the task is ``running`` with the first batch's job id already checkpointed in its progress
 file; the test kills that task's process (the pid the REST API reports) and lets the DAG's own retries
 run it again.
@@ -10,6 +10,7 @@ run it again.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -73,6 +74,13 @@ def leaving_contact(first: Path, second: Path, seeded: list[dict[str, Any]]) -> 
     raise AssertionError("the evolved export has no contact leaving a segment and the address book")
 
 
+def add_newcomer_in_no_segment(export: Path, email: str) -> None:
+    """Append a contact new to Nosto and in no segment: the address book's task writes it in a batch of its own."""
+    lines = gzip.decompress(export.read_bytes()).rstrip(b"\n") + b"\n"
+    line = json.dumps({"email": email, "nosto_segments": []}).encode() + b"\n"
+    export.write_bytes(gzip.compress(lines + line))
+
+
 def ancestors(pid: int) -> list[int]:
     """The parent process ids of ``pid``, nearest first, read from /proc."""
     chain = []
@@ -109,6 +117,7 @@ def test_push_killed_with_a_checkpointed_job_is_retried_and_imports_that_batch_o
     day_two = evolve_data(data, tmp_path / "day-two", seed=12)
     seeded = json.loads((data / "klaviyo-seed.json").read_text())
     email = leaving_contact(data, day_two, seeded)
+    add_newcomer_in_no_segment(day_two / "export.jsonl.gz", "newcomer.in.no.segment@example.com")
     sandbox.load_export(day_two)
     sandbox.add_fault(
         {
