@@ -120,7 +120,8 @@ def report(airflow: AirflowEnvironment, klaviyo: str, catalogue: list[dict[str, 
     print(
         "    joined/left: how the segment's membership changed. The other columns are the work that push\n"
         "    task did: every changed contact is written once per run, with its whole value, by one task (its\n"
-        "    first changed segment by id), so a task may write contacts of other segments, or none at all.\n"
+        "    first changed segment by id; the Address book's for contacts gone from Nosto), so a task may\n"
+        "    write contacts of other segments, or none at all.\n"
         "    +list/-list: contacts it added to / removed from the 'Nosto Customers' list."
     )
     columns = ("joined", "left", "written", "added_to_list", "removed_from_list", "rejected", "calls")
