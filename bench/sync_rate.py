@@ -17,8 +17,9 @@ this order:
    for calls and, the peer being bound by one endpoint's steady limit, linear for time.
 
 For each: calls by endpoint (from the sandbox's request log), 429s received, wall time, the floor of
-:mod:`bench.floor`, and for ours also the per-task floor (each push task's own share, read from its diff). Our pacer keeps documented windows in its own clock; it is given the sandbox's scale so
-both sides see the same limits.
+:mod:`bench.floor`, and for ours also the per-task floor (each push task's own share, read from its diff).
+Our pacer keeps documented windows in its own clock; it is given the sandbox's scale so both sides see the
+same limits.
 """
 
 from __future__ import annotations
@@ -233,8 +234,8 @@ def task_shares(state_uri: str, specs: list[Any]) -> list[ChangeMix]:
         if not spec["contacts_to_write"]:
             continue
         changes = store.read_diff(spec["generation"], spec["key"])
-        joins = sum(change.new.in_address_book and not change.old.in_address_book for change in changes)
-        removals = sum(change.old.in_address_book and not change.new.in_address_book for change in changes)
+        joins = sum(change.joins_address_book for change in changes)
+        removals = sum(change.leaves_address_book for change in changes)
         shares.append(ChangeMix(joins, len(changes) - joins - removals, removals))
     return shares
 
