@@ -197,8 +197,7 @@ def test_a_flow_on_a_segment_list_stops_the_run_before_writing(klaviyo: Sandbox,
     requests.post(
         f"{klaviyo.klaviyo}/__sandbox/lists", json={"name": "Nosto list: VIP"}, timeout=30
     ).raise_for_status()
-    flows = {"Nosto list: VIP": [{"id": "FLOW1", "name": "VIP welcome", "status": "live"}]}
-    requests.put(f"{klaviyo.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
+    set_flows(klaviyo, {"Nosto list: VIP": [{"id": "FLOW1", "name": "VIP welcome", "status": "live"}]})
     nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"]})
     config = {
         "segments": [VIP["id"]],
@@ -271,6 +270,20 @@ def test_a_segment_deleted_in_nosto_is_skipped_by_its_list_and_klaviyo_segment_w
     assert writes(klaviyo, mark) == []
 
 
+def set_flows(sandbox: Sandbox, flows: Mapping[str, list[dict[str, str]]]) -> None:
+    requests.put(f"{sandbox.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
+
+
+def dry_run(config: Mapping[str, Any], **params: Any) -> None:
+    NostoSegmentSyncOperator(
+        task_id="plan_sync", config_variable="", defaults=dict(config), dry_run=True, **params
+    ).execute({})  # type: ignore[arg-type]
+
+
+def state_files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
 def test_one_error_names_the_flows_of_every_target_and_a_dry_run_says_it_in_the_same_words(
     klaviyo: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -290,7 +303,7 @@ def test_one_error_names_the_flows_of_every_target_and_a_dry_run_says_it_in_the_
         "Nosto list: VIP": [{"id": "FLOW1", "name": "VIP list welcome", "status": "live"}],
         "Nosto: VIP": [{"id": "FLOW2", "name": "VIP segment welcome", "status": "live"}],
     }
-    requests.put(f"{klaviyo.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
+    set_flows(klaviyo, flows)
     nosto_serves(klaviyo, CATALOGUE, {"a@example.com": ["VIP"], "b@example.com": ["VIP"]})
     expected = (
         f"Stopped before writing: adding profiles to the address-book list ({ids['Nosto Customers']}) would "
@@ -303,9 +316,7 @@ def test_one_error_names_the_flows_of_every_target_and_a_dry_run_says_it_in_the_
 
     mark = len(klaviyo.requests_log())
     capsys.readouterr()
-    NostoSegmentSyncOperator(task_id="plan_sync", config_variable="", defaults=config, dry_run=True).execute(
-        {}
-    )  # type: ignore[arg-type]
+    dry_run(config)
     dry_run_log = capsys.readouterr().out
     with pytest.raises(KlaviyoConfigError) as stopped:
         run_sync(config)
@@ -317,20 +328,6 @@ def test_one_error_names_the_flows_of_every_target_and_a_dry_run_says_it_in_the_
     # Once all three are allowed, the run goes through.
     run_sync({**config, "allowed_flows": ["FLOW0", "FLOW1", "FLOW2"]})
     assert list_members(klaviyo.state(), "Nosto list: VIP") == {"a@example.com", "b@example.com"}
-
-
-def set_flows(sandbox: Sandbox, flows: Mapping[str, list[dict[str, str]]]) -> None:
-    requests.put(f"{sandbox.klaviyo}/__sandbox/config", json={"flows": flows}, timeout=30).raise_for_status()
-
-
-def dry_run(config: Mapping[str, Any], **params: Any) -> None:
-    NostoSegmentSyncOperator(
-        task_id="plan_sync", config_variable="", defaults=dict(config), dry_run=True, **params
-    ).execute({})  # type: ignore[arg-type]
-
-
-def state_files(root: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()}
 
 
 @pytest.mark.parametrize("change", ["renamed in Nosto", "property migrated"])
